@@ -1,0 +1,66 @@
+// tcr::Error: what every fallible call in tcr returns instead of throwing.
+// An Error names the step that failed (an OS call, or a rule of the API) and carries the OS's own
+// code (errno, or a kern_return_t for Mach steps), so a caller can both print it and act on it.
+// Results are std::expected<T, Error>; nothing in tcr throws across a thread or API boundary.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <expected>
+#include <string>
+#include <string_view>
+
+namespace tcr {
+
+enum class Step : std::uint8_t {
+  // OS calls: code is errno.
+  PthreadCreate,
+  PthreadJoin,
+  StackMmap,
+  StackGuardMprotect,
+  PidfdOpen,
+  PidfdSendSignal,
+  PidfdPoll,
+  Tgkill,
+  TcrAllocate,  // allocating a TCR or its GC slot block; code ENOMEM
+  GcRegister,   // GC_register_my_thread; code is errno-like (ENOMEM, ENOSYS for GC_NO_THREADS)
+  // Mach steps: code is a kern_return_t.
+  MachGetRefs,
+  MachModRefs,
+  MachDeallocate,
+  MachPortNames,
+  // Rules of the API: code is 0 unless stated.
+  BadArgument,       // a caller passed something unusable; the message says what
+  ManagerShutDown,   // spawn or adopt after ThreadManager::shutdown()
+  NotOnMainThread,   // Boehm GC must be initialized from the process's main thread
+  StaleThread,       // the ThreadRef's record was reaped and reused: that thread is gone
+  AlreadyJoined,     // second join of the same thread
+  ThreadDetached,    // join of a detached thread
+  JoinSelf,          // a thread joining itself would wait forever
+  ThreadExited,      // a message to a thread that has exited (code: ESRCH when the kernel said so)
+  ThreadThrew,       // join: the thread's function ended with an exception (see Error::exception)
+  AlreadyAdopted,    // adopt_current_thread on a thread that already has a TCR
+  NotAdopted,        // release_current_thread on a thread tcr did not adopt
+  AdoptedThreadsAlive,  // ThreadManager::shutdown while adopted foreign threads still run
+};
+
+std::string_view to_string(Step step);
+
+struct Error {
+  Step step;
+  int code = 0;                  // errno, kern_return_t, or 0 (see Step)
+  std::string detail = {};       // what the caller passed or which thread, when that helps
+  std::exception_ptr exception;  // Step::ThreadThrew only
+
+  // "pidfd_open: Too many open files (EMFILE)" and the like.
+  std::string message() const;
+};
+
+template <class T>
+using Result = std::expected<T, Error>;
+
+inline std::unexpected<Error> fail(Step step, int code = 0, std::string detail = {}) {
+  return std::unexpected(Error{step, code, std::move(detail), nullptr});
+}
+
+}  // namespace tcr

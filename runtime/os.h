@@ -1,0 +1,79 @@
+// tcr::os: the thin shim every resource-acquiring OS call in tcr goes through.
+// Each call returns Result<T> whose Error names the call and carries errno. Tests make the Nth call
+// of a given kind fail with a chosen errno (FaultPlan) to prove each error path is clear and leaks
+// nothing. Injection is process-wide and thread-safe; when nothing is armed a call pays one relaxed
+// atomic load. Releasing calls (close, munmap) are not injectable: a release must not fail.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <pthread.h>
+
+#include "runtime/error.h"
+
+namespace tcr::os {
+
+// Each acquisition point tcr has. Keep in sync with to_string(Call).
+enum class Call : std::uint8_t {
+  PthreadCreate,
+  Mmap,
+  Mprotect,
+  PidfdOpen,
+  PidfdSendSignal,
+  Tgkill,
+  Poll,
+  GcRegister,
+  kCount
+};
+
+const char* to_string(Call call);
+
+// ---- fault injection (tests) ------------------------------------------------------------------
+
+// Arms `call`: of the calls made from now on, number `nth` (1 = the next one) fails with `err`,
+// and so do the `times - 1` calls after it. Re-arming replaces the previous plan for that call.
+void fail_nth(Call call, std::uint64_t nth, int err, std::uint64_t times = 1);
+// Disarms every call.
+void clear_faults();
+// How many times `call` has been made (including failed ones) since the process started.
+std::uint64_t call_count(Call call);
+
+// If `call` is armed and this is the chosen call, returns the errno to fail with; else 0.
+// Used by the shim itself and by glue that wraps a library call (Boehm's registration).
+int take_fault(Call call);
+
+// RAII: arms on construction, disarms everything on destruction.
+class ScopedFault {
+ public:
+  ScopedFault(Call call, std::uint64_t nth, int err, std::uint64_t times = 1) {
+    fail_nth(call, nth, err, times);
+  }
+  ~ScopedFault() { clear_faults(); }
+  ScopedFault(const ScopedFault&) = delete;
+  ScopedFault& operator=(const ScopedFault&) = delete;
+};
+
+// ---- the calls --------------------------------------------------------------------------------
+
+Result<pthread_t> pthread_create(const pthread_attr_t* attr, void* (*start)(void*), void* arg);
+// A private anonymous mapping; `stack` adds MAP_STACK (no huge pages for thread stacks).
+Result<void*> mmap_anonymous(std::size_t length, int prot, bool stack = false);
+void munmap(void* addr, std::size_t length);
+Result<void> mprotect(void* addr, std::size_t length, int prot);
+
+// A pidfd naming one thread (flags: PIDFD_THREAD) or process. Linux only.
+Result<int> pidfd_open(pid_t tid, unsigned flags);
+Result<void> pidfd_send_signal(int pidfd, int sig);
+Result<void> tgkill(pid_t tgid, pid_t tid, int sig);
+// poll() on one fd for POLLIN with a timeout in ms (0: don't wait). true when readable.
+Result<bool> poll_readable(int fd, int timeout_ms);
+void close(int fd);
+
+pid_t gettid();
+
+// PIDFD_THREAD (Linux 6.9) is O_EXCL; Debian 12's headers predate it.
+inline constexpr unsigned kPidfdThread = 0200;
+
+}  // namespace tcr::os

@@ -1,0 +1,85 @@
+#include "runtime/gc.h"
+
+#include <errno.h>
+#include <unistd.h>
+
+// GC_THREADS declares the thread registration API; GC_NO_THREAD_REDIRECTS keeps gc.h from
+// renaming pthread_create to GC_pthread_create: tcr creates threads itself and registers them.
+#define GC_THREADS 1
+#define GC_NO_THREAD_REDIRECTS 1
+#include <gc/gc.h>
+
+#include <cstdlib>
+#include <mutex>
+
+#include "runtime/log.h"
+#include "runtime/os.h"
+
+namespace tcr::gc {
+namespace {
+std::mutex g_init_mutex;
+bool g_initialized = false;
+}  // namespace
+
+Result<void> initialize() {
+  std::lock_guard lock(g_init_mutex);
+  if (g_initialized) return {};
+  if (!GC_is_init_called()) {
+    // Boehm finds the main thread's stack and installs its stop-the-world signal handlers in
+    // GC_init; on Linux it must run on the main thread, which it then registers itself.
+    if (os::gettid() != getpid()) {
+      return fail(Step::NotOnMainThread, 0, "Boehm GC must be initialized on the main thread");
+    }
+    GC_INIT();
+  }
+  // Lets threads created with plain pthread_create (not GC_pthread_create) register themselves.
+  GC_allow_register_threads();
+  g_initialized = true;
+  log::info("Boehm GC {}.{}.{} ready; suspend signal {}, restart signal {}", GC_VERSION_MAJOR,
+            GC_VERSION_MINOR, GC_VERSION_MICRO, GC_get_suspend_signal(),
+            GC_get_thr_restart_signal());
+  return {};
+}
+
+bool initialized() {
+  std::lock_guard lock(g_init_mutex);
+  return g_initialized;
+}
+
+Result<bool> register_current_thread(void* stack_base) {
+  if (int e = os::take_fault(os::Call::GcRegister)) return fail(Step::GcRegister, e);
+  GC_stack_base sb{};
+  sb.mem_base = stack_base;
+  switch (GC_register_my_thread(&sb)) {
+    case GC_SUCCESS: return true;
+    case GC_DUPLICATE: return false;  // e.g. the main thread, registered by GC_init
+    default: break;
+  }
+  return fail(Step::GcRegister, ENOSYS, "this Boehm GC has no thread support");
+}
+
+void unregister_current_thread() { GC_unregister_my_thread(); }
+
+Result<void*> current_stack_base() {
+  GC_stack_base sb{};
+  if (GC_get_stack_base(&sb) != GC_SUCCESS) {
+    return fail(Step::BadArgument, 0, "GC_get_stack_base cannot find this thread's stack");
+  }
+  return sb.mem_base;
+}
+
+void** allocate_slots(std::size_t count, bool scanned) {
+  const std::size_t bytes = count * sizeof(void*);
+  void* p = scanned ? GC_MALLOC_UNCOLLECTABLE(bytes) : std::calloc(count, sizeof(void*));
+  return static_cast<void**>(p);
+}
+
+void free_slots(void** slots, bool scanned) {
+  if (scanned) {
+    GC_FREE(slots);
+  } else {
+    std::free(slots);
+  }
+}
+
+}  // namespace tcr::gc

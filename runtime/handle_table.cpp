@@ -1,0 +1,120 @@
+#include "runtime/handle_table.h"
+
+#include <algorithm>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "runtime/os.h"
+
+namespace tcr {
+
+const char* to_string(HandleKind kind) {
+  switch (kind) {
+    case HandleKind::Pidfd: return "pidfd";
+    case HandleKind::Eventfd: return "eventfd";
+    case HandleKind::Userfaultfd: return "userfaultfd";
+    case HandleKind::Other: return "other";
+  }
+  return "?";
+}
+
+namespace {
+
+// The table's state, indexed by fd. serial 0 marks a free slot.
+struct State {
+  mutable std::mutex mutex;
+  std::vector<HandleEntry> by_fd;
+  std::uint64_t next_serial = 1;
+};
+
+State& state() {
+  // Never destroyed: threads may still release handles while the process exits.
+  static State* s = new State;
+  return *s;
+}
+
+}  // namespace
+
+HandleTable& HandleTable::instance() {
+  static HandleTable table;
+  return table;
+}
+
+std::uint64_t HandleTable::add(int fd, HandleKind kind, const HandleTag& tag, int tid) {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  if (static_cast<std::size_t>(fd) >= s.by_fd.size()) {
+    s.by_fd.resize(std::max<std::size_t>(static_cast<std::size_t>(fd) + 1, s.by_fd.size() * 2),
+                   HandleEntry{});
+  }
+  HandleEntry& e = s.by_fd[static_cast<std::size_t>(fd)];
+  e.fd = fd;
+  e.kind = kind;
+  e.serial = s.next_serial++;
+  e.tcr_id = tag.tcr_id;
+  e.tid = tid;
+  const std::size_t n = std::min(tag.name.size(), sizeof e.name - 1);
+  std::memcpy(e.name, tag.name.data(), n);
+  e.name[n] = '\0';
+  return e.serial;
+}
+
+bool HandleTable::close(int fd, std::uint64_t serial) {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  if (fd < 0 || static_cast<std::size_t>(fd) >= s.by_fd.size()) return false;
+  HandleEntry& e = s.by_fd[static_cast<std::size_t>(fd)];
+  if (e.serial == 0 || e.serial != serial) return false;
+  // Closed while the lock is held: no add() for a reused fd number can slip in between the close
+  // and the clearing of the entry.
+  os::close(fd);
+  e = HandleEntry{};
+  return true;
+}
+
+std::size_t HandleTable::close_others(std::uint64_t tcr_id, HandleKind kind, int keep_fd) {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  std::size_t closed = 0;
+  for (HandleEntry& e : s.by_fd) {
+    if (e.serial != 0 && e.tcr_id == tcr_id && e.kind == kind && e.fd != keep_fd) {
+      os::close(e.fd);
+      e = HandleEntry{};
+      ++closed;
+    }
+  }
+  return closed;
+}
+
+std::size_t HandleTable::count(std::uint64_t tcr_id, HandleKind kind) const {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  return static_cast<std::size_t>(std::count_if(s.by_fd.begin(), s.by_fd.end(), [&](const HandleEntry& e) {
+    return e.serial != 0 && e.tcr_id == tcr_id && e.kind == kind;
+  }));
+}
+
+bool HandleTable::lookup(int fd, HandleEntry* out) const {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  if (fd < 0 || static_cast<std::size_t>(fd) >= s.by_fd.size()) return false;
+  const HandleEntry& e = s.by_fd[static_cast<std::size_t>(fd)];
+  if (e.serial == 0) return false;
+  *out = e;
+  return true;
+}
+
+void HandleTable::for_each(const std::function<void(const HandleEntry&)>& fn) const {
+  std::vector<HandleEntry> copy;
+  {
+    State& s = state();
+    std::lock_guard lock(s.mutex);
+    for (const HandleEntry& e : s.by_fd) {
+      if (e.serial != 0) copy.push_back(e);
+    }
+  }
+  for (const HandleEntry& e : copy) fn(e);
+}
+
+}  // namespace tcr

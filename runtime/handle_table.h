@@ -1,0 +1,50 @@
+// HandleTable: every kernel handle (fd) tcr opens, tagged with the TCR it belongs to, so that a
+// resource dump says whose each fd is (the annotated port dump the seeds wished Darwin had) and so
+// that shutdown can close a thread's extra handles exactly once. Entries carry a serial: closing
+// by (fd, serial) is a no-op when the entry was already closed, even if the fd number has since
+// been reused. Thread-safe (one mutex); not for signal handlers. Indexed by fd: no allocation once
+// the table has grown to the process's highest fd.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string_view>
+
+namespace tcr {
+
+enum class HandleKind : std::uint8_t { Pidfd, Eventfd, Userfaultfd, Other };
+const char* to_string(HandleKind kind);
+
+struct HandleTag {
+  std::uint64_t tcr_id = 0;  // 0: owned by the manager itself, not a thread
+  std::string_view name;     // the thread's name; copied (truncated to 31 bytes) into the table
+};
+
+struct HandleEntry {
+  int fd;
+  HandleKind kind;
+  std::uint64_t serial;
+  std::uint64_t tcr_id;
+  int tid;            // the thread the handle names, or 0
+  char name[32];
+};
+
+class HandleTable {
+ public:
+  static HandleTable& instance();
+
+  // Records a freshly opened fd. Returns its serial (never 0).
+  std::uint64_t add(int fd, HandleKind kind, const HandleTag& tag, int tid);
+  // Closes fd if (fd, serial) is still recorded; returns whether it closed it.
+  bool close(int fd, std::uint64_t serial);
+  // Closes every handle of `kind` tagged with tcr_id except `keep_fd`; returns how many it closed.
+  std::size_t close_others(std::uint64_t tcr_id, HandleKind kind, int keep_fd);
+  // Handles of `kind` tagged with tcr_id.
+  std::size_t count(std::uint64_t tcr_id, HandleKind kind) const;
+  // Copy of the entry for fd, if tcr recorded it.
+  bool lookup(int fd, HandleEntry* out) const;
+  void for_each(const std::function<void(const HandleEntry&)>& fn) const;
+};
+
+}  // namespace tcr

@@ -1,0 +1,574 @@
+#include "runtime/mach_model.h"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <unordered_set>
+#include <utility>
+
+// Sources of the rules (apple-oss-distributions/xnu unless said otherwise; "XNU" is the current
+// sources, "old XNU" the xnu-1xxx generation of the seeds' time, 2010-2011):
+//   osfmk/ipc/ipc_right.c     ipc_right_check, ipc_right_dealloc, ipc_right_delta, ipc_right_info,
+//                             ipc_right_copyout
+//   osfmk/ipc/mach_port.c     mach_port_get_refs, mach_port_mod_refs, mach_port_deallocate,
+//                             mach_port_names (+ mach_port_names_helper)
+//   osfmk/ipc/ipc_object.c    ipc_object_copyout (reuses a name via ipc_right_reverse)
+//   osfmk/ipc/ipc_port.h      MACH_PORT_UREFS_MAX, MACH_PORT_UREFS_OVERFLOW / _UNDERFLOW
+//   osfmk/kern/ipc_tt.c       thread_self_trap, ipc_thread_disable, ipc_thread_terminate
+//   apple/darwin-libpthread   src/pthread.c: _pthread_terminate, pthread_mach_thread_np;
+//                             kern/kern_support.c: _bsdthread_create, _bsdthread_terminate
+
+namespace tcr::mach {
+
+namespace {
+
+// MACH_PORT_RIGHT_NUMBER is 6: MACH_PORT_RIGHT_LABELH (5) is a legal value that no entry holds.
+constexpr std::uint32_t kRightNumber = 6;
+
+// A name is MACH_PORT_MAKE(index, gen): the entry's index in the space's table, and a generation
+// that changes each time the index is reused, so a stale name stops matching (osfmk/mach/port.h:
+// MACH_PORT_INDEX, MACH_PORT_GEN). The largest index stays below the one that would spell
+// MACH_PORT_DEAD.
+constexpr std::uint32_t kIndexShift = 8;
+constexpr std::uint32_t kMaxIndex = (kPortDead >> kIndexShift) - 1;
+
+// MACH_PORT_VALID: neither MACH_PORT_NULL nor MACH_PORT_DEAD.
+bool valid_name(PortName name) { return name != kPortNull && name != kPortDead; }
+std::uint32_t index_of(PortName name) { return name >> kIndexShift; }
+std::uint8_t gen_of(PortName name) { return static_cast<std::uint8_t>(name & 0xff); }
+PortName make_name(std::uint32_t index, std::uint8_t gen) { return index << kIndexShift | gen; }
+
+// The new uref count after `delta`, with XNU's saturation, shared by send and dead-name rights
+// (ipc_right_delta, cases MACH_PORT_RIGHT_SEND and MACH_PORT_RIGHT_DEAD_NAME):
+//  * |delta| > MACH_PORT_UREFS_MAX: KERN_INVALID_VALUE;
+//  * a count at MACH_PORT_UREFS_MAX is pegged: "only a delta removing all refs at once can change
+//    it", any other delta is silently ignored (success, no change);
+//  * below zero: KERN_INVALID_VALUE (MACH_PORT_UREFS_UNDERFLOW);
+//  * reaching or passing MACH_PORT_UREFS_MAX pegs it there (MACH_PORT_UREFS_OVERFLOW is
+//    "urefs + delta >= MACH_PORT_UREFS_MAX"), success.
+// Old XNU answered an overflow with KERN_UREFS_OVERFLOW instead (its send case tested
+// MACH_PORT_UREFS_OVERFLOW(urefs+1, delta), and copyout pegged send urefs at MAX-1); pegging
+// replaced that, so today mach_port_mod_refs never returns KERN_UREFS_OVERFLOW, although
+// mach_port.c's comment still lists it.
+KernReturn saturating_delta(Urefs urefs, int delta, Urefs* result) {
+  const std::int64_t max = kUrefsMax;
+  std::int64_t d = delta;
+  if (d > max || d < -max) return kInvalidValue;
+  if (urefs == kUrefsMax) {
+    if (d != -max) d = 0;
+  } else {
+    if (d < 0 && -d > static_cast<std::int64_t>(urefs)) return kInvalidValue;
+    if (d > 0 && urefs + d >= max) d = max - urefs;
+  }
+  *result = static_cast<Urefs>(urefs + d);
+  return kSuccess;
+}
+
+// Which models exist, so that an OS thread's exit never calls into a destroyed one. Leaked on
+// purpose: threads may exit after static destruction has begun.
+struct Registry {
+  std::mutex mutex;
+  std::unordered_set<std::uint64_t> live;
+};
+Registry& registry() {
+  static Registry* const instance = new Registry;
+  return *instance;
+}
+
+std::atomic<std::uint64_t> g_next_instance{1};
+
+}  // namespace
+
+// The model threads the calling OS thread is bound to, one per model, kept under one pthread key
+// for the whole process (a key per model would run out: PTHREAD_KEYS_MAX). A key destructor
+// rather than a thread_local destructor, because it runs after every C++ thread_local destructor
+// (which may still ask for the thread's port) and may run again if one binds anew: the same place
+// in a thread's end as Darwin's, where _pthread_exit runs the TSD destructors and then
+// _pthread_terminate, whose __bsdthread_terminate deallocates the port's libpthread uref and lets
+// the thread die.
+struct MachModel::OsThreadBindings {
+  struct Binding {
+    MachModel* model;
+    std::uint64_t instance;
+    ThreadId thread;
+  };
+  std::vector<Binding> list;
+
+  static void thread_exited(void* bindings) {
+    const std::unique_ptr<OsThreadBindings> self(static_cast<OsThreadBindings*>(bindings));
+    Registry& reg = registry();
+    // Held across terminate_thread so that ~MachModel (which takes it first) waits for us.
+    std::lock_guard lock(reg.mutex);
+    for (const Binding& b : self->list) {
+      if (reg.live.contains(b.instance)) b.model->terminate_thread(b.thread);
+    }
+  }
+};
+
+// nullptr only if the process is out of pthread keys.
+MachModel::OsThreadBindings* MachModel::os_thread_bindings() {
+  static const std::optional<pthread_key_t> key = []() -> std::optional<pthread_key_t> {
+    pthread_key_t k;
+    if (pthread_key_create(&k, &OsThreadBindings::thread_exited) != 0) return std::nullopt;
+    return k;
+  }();
+  if (!key) return nullptr;
+  auto* bindings = static_cast<OsThreadBindings*>(pthread_getspecific(*key));
+  if (bindings == nullptr) {
+    auto fresh = std::make_unique<OsThreadBindings>();
+    if (pthread_setspecific(*key, fresh.get()) != 0) return nullptr;
+    bindings = fresh.release();
+  }
+  return bindings;
+}
+
+MachModel::MachModel() : m_instance(g_next_instance.fetch_add(1, std::memory_order_relaxed)) {
+  m_table.resize(1);  // index 0 never names anything (ipc_right_lookup_read: index 0 is invalid)
+  // mach_task_self() is a cached name: libsystem's mach_init stored task_self_trap()'s answer,
+  // one send uref, in mach_task_self_ once, and every later mach_task_self() reads that variable
+  // without adding a uref (seed 001 saw the same).
+  m_task_port = new_port();
+  m_task_name = copyout_send(m_task_port);
+  Registry& reg = registry();
+  std::lock_guard lock(reg.mutex);
+  reg.live.insert(m_instance);
+}
+
+MachModel::~MachModel() {
+  Registry& reg = registry();
+  std::lock_guard lock(reg.mutex);
+  reg.live.erase(m_instance);
+}
+
+// --- The table ---
+
+MachModel::Entry* MachModel::lookup(PortName name) {
+  return const_cast<Entry*>(std::as_const(*this).lookup(name));
+}
+
+const MachModel::Entry* MachModel::lookup(PortName name) const {
+  if (!valid_name(name)) return nullptr;
+  const std::uint32_t index = index_of(name);
+  if (index == 0 || index >= m_table.size()) return nullptr;
+  const Entry& entry = m_table[index];
+  if (entry.type == Type::None || entry.gen != gen_of(name)) return nullptr;
+  return &entry;
+}
+
+PortName MachModel::allocate_entry(Type type, Urefs urefs, PortId port) {
+  std::uint32_t index = m_free_head;
+  if (index != 0) {
+    m_free_head = m_table[index].next_free;
+    m_table[index].gen = static_cast<std::uint8_t>(m_table[index].gen + 1);
+  } else {
+    if (m_table.size() > kMaxIndex) return kPortNull;  // XNU: KERN_NO_SPACE
+    index = static_cast<std::uint32_t>(m_table.size());
+    m_table.emplace_back();
+  }
+  Entry& entry = m_table[index];
+  entry.type = type;
+  entry.urefs = urefs;
+  entry.port = port;
+  entry.next_free = 0;
+  ++m_names;
+  return make_name(index, entry.gen);
+}
+
+void MachModel::free_entry(PortName name) {
+  const std::uint32_t index = index_of(name);
+  Entry& entry = m_table[index];
+  entry.type = Type::None;
+  entry.urefs = 0;
+  entry.port = 0;
+  entry.next_free = m_free_head;
+  m_free_head = index;
+  --m_names;
+}
+
+MachModel::PortId MachModel::new_port() {
+  const PortId id = m_next_port++;
+  m_ports.emplace(id, Port{});
+  return id;
+}
+
+// ipc_object_copyout + ipc_right_copyout(MACH_MSG_TYPE_PORT_SEND): a send right to a port the
+// space already names goes to that name (ipc_right_reverse finds it), one more uref, or, at
+// MACH_PORT_UREFS_MAX, "leave urefs pegged to maximum, consume send right": in XNU a copyout
+// never fails on overflow (old XNU's ipc_right_copyout returned KERN_UREFS_OVERFLOW unless its
+// caller passed overflow=TRUE). A name that holds only the receive right gains send+receive.
+// Otherwise a fresh name with one uref.
+PortName MachModel::copyout_send(PortId port_id) {
+  Port& port = m_ports.at(port_id);
+  if (port.name != kPortNull) {
+    Entry& entry = *lookup(port.name);
+    if (holds_send(entry.type)) {
+      if (entry.urefs < kUrefsMax) ++entry.urefs;
+    } else {
+      entry.type = Type::SendReceive;
+      entry.urefs = 1;
+    }
+    return port.name;
+  }
+  port.name = allocate_entry(Type::Send, 1, port_id);
+  return port.name;
+}
+
+// ipc_port_destroy, as the space sees it. XNU marks the port dead and converts each name lazily,
+// in ipc_right_check, the next time anything touches it; since every call modeled here
+// (mach_port_get_refs via ipc_right_info, mod_refs via ipc_right_delta, deallocate via
+// ipc_right_dealloc, and mach_port_names_helper, which "pretends we found a dead name entry")
+// converts or reports it first, converting at once is indistinguishable. ipc_right_check turns a
+// send right into a dead name that keeps its urefs, and a send-once right into a dead name with
+// one. A receive right held here goes with the port (ipc_right_delta, MACH_PORT_RIGHT_RECEIVE:
+// "the remaining send right turns into a dead name").
+void MachModel::destroy_port(PortId port_id) {
+  auto it = m_ports.find(port_id);
+  if (it == m_ports.end()) return;
+  Port& port = it->second;
+  if (port.name != kPortNull) {
+    Entry& entry = *lookup(port.name);
+    if (holds_send(entry.type)) {
+      entry.type = Type::DeadName;
+      entry.port = 0;
+    } else {
+      free_entry(port.name);
+    }
+  }
+  for (PortName name : port.send_once_names) {
+    Entry& entry = *lookup(name);
+    entry.type = Type::DeadName;
+    entry.urefs = 1;
+    entry.port = 0;
+  }
+  m_ports.erase(it);
+}
+
+// --- PortSpace ---
+
+// mach_port_get_refs answers from ipc_right_info, which runs ipc_right_check first; so a send
+// right whose port died is already a dead name and SEND is answered 0 ("Returns zero if the name
+// denotes a right, but not the queried right"), with KERN_SUCCESS; DEAD_NAME answers its urefs.
+// Receive, send-once and port-set rights always count one.
+Urefs MachModel::refs_of(const Entry& entry, Right right) {
+  switch (right) {
+    case Right::Send:
+      return holds_send(entry.type) ? entry.urefs : 0;
+    case Right::Receive:
+      return holds_receive(entry.type) ? 1 : 0;
+    case Right::SendOnce:
+      return entry.type == Type::SendOnce ? 1 : 0;
+    case Right::PortSet:
+      return 0;  // the model has no port sets
+    case Right::DeadName:
+      return entry.type == Type::DeadName ? entry.urefs : 0;
+  }
+  return 0;  // MACH_PORT_RIGHT_LABELH: no entry holds it
+}
+
+KernReturn MachModel::get_refs(PortName name, Right right, Urefs* refs) {
+  if (static_cast<std::uint32_t>(right) >= kRightNumber) return kInvalidValue;
+  // mach_port_get_refs: MACH_PORT_NULL and MACH_PORT_DEAD stand for one send(-once) right.
+  if (!valid_name(name)) {
+    if (right != Right::Send && right != Right::SendOnce) return kInvalidName;
+    *refs = 1;
+    return kSuccess;
+  }
+  std::lock_guard lock(m_mutex);
+  const Entry* entry = lookup(name);
+  if (entry == nullptr) return kInvalidName;
+  *refs = refs_of(*entry, right);
+  return kSuccess;
+}
+
+KernReturn MachModel::mod_refs(PortName name, Right right, int delta) {
+  if (static_cast<std::uint32_t>(right) >= kRightNumber) return kInvalidValue;
+  // mach_port_mod_refs: a no-op on MACH_PORT_NULL / MACH_PORT_DEAD for send(-once) rights.
+  if (!valid_name(name)) {
+    return right == Right::Send || right == Right::SendOnce ? kSuccess : kInvalidName;
+  }
+  std::lock_guard lock(m_mutex);
+  Entry* entry = lookup(name);
+  if (entry == nullptr) return kInvalidName;
+  switch (right) {
+    case Right::Send:
+      return delta_send(name, *entry, delta);
+    case Right::DeadName:
+      return delta_dead_name(name, *entry, delta);
+    case Right::Receive:
+      return delta_receive(name, *entry, delta);
+    case Right::SendOnce:
+      return delta_send_once(name, *entry, delta);
+    case Right::PortSet:
+      return kInvalidRight;  // no port sets: the name cannot be one
+  }
+  return kInvalidRight;  // MACH_PORT_RIGHT_LABELH
+}
+
+// ipc_right_delta, MACH_PORT_RIGHT_SEND. A name whose port died fails here with
+// KERN_INVALID_RIGHT: XNU's ipc_right_check converts it to a dead name first, and the dead
+// name's urefs must be released with MACH_PORT_RIGHT_DEAD_NAME (or mach_port_deallocate).
+// Delta 0 is a successful no-op. Urefs reaching 0 remove the send right, and the name with it
+// unless the name also holds the receive right.
+KernReturn MachModel::delta_send(PortName name, Entry& entry, int delta) {
+  if (!holds_send(entry.type)) return kInvalidRight;
+  Urefs after = 0;
+  if (KernReturn kr = saturating_delta(entry.urefs, delta, &after); kr != kSuccess) return kr;
+  if (after != 0) {
+    entry.urefs = after;
+  } else if (entry.type == Type::SendReceive) {
+    entry.type = Type::Receive;
+    entry.urefs = 0;
+  } else {
+    m_ports.at(entry.port).name = kPortNull;
+    free_entry(name);
+  }
+  return kSuccess;
+}
+
+// ipc_right_delta, MACH_PORT_RIGHT_DEAD_NAME: on a live send or send-once right it is
+// KERN_INVALID_RIGHT (ipc_right_check finds the port alive); otherwise the dead name's urefs,
+// with the same saturation as send rights; 0 frees the name.
+KernReturn MachModel::delta_dead_name(PortName name, Entry& entry, int delta) {
+  if (entry.type != Type::DeadName) return kInvalidRight;
+  Urefs after = 0;
+  if (KernReturn kr = saturating_delta(entry.urefs, delta, &after); kr != kSuccess) return kr;
+  if (after == 0) {
+    free_entry(name);
+  } else {
+    entry.urefs = after;
+  }
+  return kSuccess;
+}
+
+// ipc_right_delta, MACH_PORT_RIGHT_RECEIVE: delta 0 or -1 only; -1 destroys the port.
+KernReturn MachModel::delta_receive(PortName, Entry& entry, int delta) {
+  if (!holds_receive(entry.type)) return kInvalidRight;
+  if (delta == 0) return kSuccess;
+  if (delta != -1) return kInvalidValue;
+  destroy_port(entry.port);
+  return kSuccess;
+}
+
+// ipc_right_delta, MACH_PORT_RIGHT_SEND_ONCE: delta 0 or -1 only.
+KernReturn MachModel::delta_send_once(PortName name, Entry& entry, int delta) {
+  if (entry.type != Type::SendOnce) return kInvalidRight;
+  if (delta > 0 || delta < -1) return kInvalidValue;
+  if (delta == 0) return kSuccess;
+  std::erase(m_ports.at(entry.port).send_once_names, name);
+  free_entry(name);
+  return kSuccess;
+}
+
+// ipc_right_dealloc: like a delta of -1 on whichever right the name holds. Pegged urefs stay
+// pegged ("if urefs are pegged due to overflow, leave them pegged"). A receive right alone is
+// KERN_INVALID_RIGHT.
+KernReturn MachModel::deallocate_locked(PortName name) {
+  Entry* entry = lookup(name);
+  if (entry == nullptr) return kInvalidName;
+  switch (entry->type) {
+    case Type::DeadName:
+    case Type::Send:
+      if (entry->urefs > 1) {
+        if (entry->urefs < kUrefsMax) --entry->urefs;
+      } else {
+        if (entry->type == Type::Send) m_ports.at(entry->port).name = kPortNull;
+        free_entry(name);
+      }
+      return kSuccess;
+    case Type::SendReceive:
+      if (entry->urefs > 1) {
+        if (entry->urefs < kUrefsMax) --entry->urefs;
+      } else {
+        entry->type = Type::Receive;
+        entry->urefs = 0;
+      }
+      return kSuccess;
+    case Type::SendOnce:
+      std::erase(m_ports.at(entry->port).send_once_names, name);
+      free_entry(name);
+      return kSuccess;
+    case Type::Receive:
+    case Type::None:
+      break;
+  }
+  return kInvalidRight;
+}
+
+// mach_port_deallocate: MACH_PORT_NULL and MACH_PORT_DEAD are accepted and ignored.
+KernReturn MachModel::deallocate(PortName name) {
+  if (!valid_name(name)) return kSuccess;
+  std::lock_guard lock(m_mutex);
+  return deallocate_locked(name);
+}
+
+// mach_port_names counts every entry whose type is not NONE, dead names included.
+KernReturn MachModel::names_count(std::size_t* count) {
+  std::lock_guard lock(m_mutex);
+  *count = m_names;
+  return kSuccess;
+}
+
+PortName MachModel::current_thread_port() { return thread_port(current_thread()); }
+
+// --- Threads ---
+
+// _bsdthread_create (darwin-libpthread kern/kern_support.c): convert_thread_to_port, then
+// ipc_port_copyout_send into the task's space. The name is handed to the new thread
+// (_pthread_start's kport) and cached in the pthread_t; that one uref is libpthread's.
+ThreadId MachModel::create_thread() {
+  std::lock_guard lock(m_mutex);
+  const PortId port = new_port();
+  const PortName name = copyout_send(port);
+  const std::uint64_t id = m_next_thread++;
+  m_threads.emplace(id, ThreadRecord{port, name});
+  return ThreadId{id};
+}
+
+// pthread_mach_thread_np returns the cached kernel_thread name; no call into the kernel.
+PortName MachModel::thread_port(ThreadId thread) const {
+  std::lock_guard lock(m_mutex);
+  auto it = m_threads.find(static_cast<std::uint64_t>(thread));
+  return it == m_threads.end() ? kPortNull : it->second.name;
+}
+
+// thread_self_trap (osfmk/kern/ipc_tt.c): retrieve_thread_self_fast makes a send right and
+// ipc_port_copyout_send puts it in the space: the same name, one more uref. If every uref of
+// libpthread's name was released before, the copyout makes a new name that libpthread does not
+// know: the over-release then shows at exit as a failed deallocation.
+PortName MachModel::mach_thread_self(ThreadId thread) {
+  std::lock_guard lock(m_mutex);
+  auto it = m_threads.find(static_cast<std::uint64_t>(thread));
+  return it == m_threads.end() ? kPortNull : copyout_send(it->second.port);
+}
+
+// _pthread_terminate passes the thread's kport to __bsdthread_terminate, for joinable and detached
+// threads alike; _bsdthread_terminate calls thread_terminate (which only disables the port's
+// kobject, ipc_thread_disable), then mach_port_deallocate(kport) in the task's space while the
+// port is still alive, then returns to user mode, where the thread terminates itself and
+// ipc_thread_terminate destroys the port (ipc_port_dealloc_kernel). So: 1 uref at exit leaves no
+// name; 1+k urefs leave one dead name with k urefs. (Deallocating after the port's death would
+// give the same counts: ipc_right_dealloc converts first, then drops a dead-name uref.)
+// Old Libc kept a joinable thread's port until pthread_join (seed 003); that timing is not
+// modeled.
+void MachModel::terminate_thread(ThreadId thread) {
+  std::lock_guard lock(m_mutex);
+  auto it = m_threads.find(static_cast<std::uint64_t>(thread));
+  if (it == m_threads.end()) return;
+  if (deallocate_locked(it->second.name) != kSuccess) ++m_failed_exit_deallocations;
+  destroy_port(it->second.port);
+  m_threads.erase(it);
+}
+
+ThreadId MachModel::current_thread() {
+  OsThreadBindings* bindings = os_thread_bindings();
+  if (bindings == nullptr) return kNoThread;
+  for (const auto& b : bindings->list) {
+    if (b.instance == m_instance) return b.thread;
+  }
+  const ThreadId thread = create_thread();
+  {
+    // Bindings to models that are gone would only be skipped at exit; drop them here.
+    Registry& reg = registry();
+    std::lock_guard lock(reg.mutex);
+    std::erase_if(bindings->list, [&reg](const auto& b) { return !reg.live.contains(b.instance); });
+  }
+  bindings->list.push_back({this, m_instance, thread});
+  return thread;
+}
+
+PortName MachModel::mach_thread_self_current() { return mach_thread_self(current_thread()); }
+
+// --- Task port and exception messages ---
+
+PortName MachModel::task_port() const {
+  std::lock_guard lock(m_mutex);
+  return m_task_name;
+}
+
+// osfmk/kern/exception.c (exception_deliver -> mach_exception_raise*): for the identity behaviors
+// the kernel puts send rights to the thread and the task port in the message; receiving it copies
+// them out (ipc_kmsg_copyout_body -> ipc_object_copyout), one uref more on each existing name,
+// pegged at MACH_PORT_UREFS_MAX like any copyout. EXCEPTION_STATE sends thread state only.
+ExceptionRights MachModel::deliver_exception_message(ThreadId thread, bool carries_identity) {
+  if (!carries_identity) return {};
+  std::lock_guard lock(m_mutex);
+  auto it = m_threads.find(static_cast<std::uint64_t>(thread));
+  if (it == m_threads.end()) return {};
+  ExceptionRights rights;
+  rights.thread = copyout_send(it->second.port);
+  rights.task = copyout_send(m_task_port);
+  return rights;
+}
+
+// --- Ports of our own ---
+
+PortName MachModel::allocate_receive() {
+  std::lock_guard lock(m_mutex);
+  const PortId port = new_port();
+  const PortName name = allocate_entry(Type::Receive, 0, port);
+  m_ports.at(port).name = name;
+  return name;
+}
+
+// ipc_right_copyin(MACH_MSG_TYPE_MAKE_SEND) needs the receive right (else KERN_INVALID_RIGHT);
+// the copyout then lands on the receive right's own name.
+KernReturn MachModel::insert_send_right(PortName receive_name) {
+  std::lock_guard lock(m_mutex);
+  const Entry* entry = lookup(receive_name);
+  if (entry == nullptr) return kInvalidName;
+  if (!holds_receive(entry->type)) return kInvalidRight;
+  copyout_send(entry->port);
+  return kSuccess;
+}
+
+// ipc_right_copyout(MACH_MSG_TYPE_PORT_SEND_ONCE) always takes a fresh entry: send-once rights
+// are never merged (ipc_object_copyout skips ipc_right_reverse for them).
+PortName MachModel::make_send_once(PortName receive_name) {
+  std::lock_guard lock(m_mutex);
+  const Entry* entry = lookup(receive_name);
+  if (entry == nullptr || !holds_receive(entry->type)) return kPortNull;
+  const PortId port = entry->port;
+  const PortName name = allocate_entry(Type::SendOnce, 1, port);
+  if (name != kPortNull) m_ports.at(port).send_once_names.push_back(name);
+  return name;
+}
+
+// --- Inspection ---
+
+Urefs MachModel::urefs(PortName name, Right right) const {
+  std::lock_guard lock(m_mutex);
+  const Entry* entry = lookup(name);
+  return entry == nullptr ? 0 : refs_of(*entry, right);
+}
+
+bool MachModel::has_name(PortName name) const {
+  std::lock_guard lock(m_mutex);
+  return lookup(name) != nullptr;
+}
+
+bool MachModel::is_dead_name(PortName name) const {
+  std::lock_guard lock(m_mutex);
+  const Entry* entry = lookup(name);
+  return entry != nullptr && entry->type == Type::DeadName;
+}
+
+std::size_t MachModel::names() const {
+  std::lock_guard lock(m_mutex);
+  return m_names;
+}
+
+std::size_t MachModel::live_threads() const {
+  std::lock_guard lock(m_mutex);
+  return m_threads.size();
+}
+
+std::size_t MachModel::failed_exit_deallocations() const {
+  std::lock_guard lock(m_mutex);
+  return m_failed_exit_deallocations;
+}
+
+}  // namespace tcr::mach

@@ -1,0 +1,69 @@
+// ManagerCore: the state behind a ThreadManager (registry, free list, zombie list), shared with the
+// threads it runs. Internal to threads/: embedders use ThreadManager.
+// Locking: `mutex` is the registry lock. It guards every field below and every Tcr's state,
+// id, detached/joining flags and list links. It is never held across a blocking wait, a
+// pthread_join or a user callback (except for_each, which says so).
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "threads/tcr.h"
+#include "threads/thread_manager.h"
+
+namespace tcr {
+
+class ManagerCore {
+ public:
+  ManagerCore(ManagerOptions options, HandleMode mode);
+  ~ManagerCore();
+
+  const ManagerOptions options;
+  const HandleMode mode;
+
+  mutable std::mutex mutex;
+  // Notified when managed_live or detached_live reaches 0.
+  std::condition_variable all_exited;
+
+  // Takes a record from the free list (or allocates one), gives it a fresh id and marks it
+  // Reserved; counts it as live so shutdown() waits for it. ManagerShutDown after shutdown().
+  Result<Tcr*> acquire_record(bool adopted);
+  // Gives back a record whose thread never ran (a failed spawn or adoption).
+  void abandon_record(Tcr* t);
+  // The thread is gone: releases its last kernel-handle reference and its stack, and returns the
+  // record to the free list. The caller must have made sure nothing else can reach the record.
+  void reap_record(Tcr* t);
+
+  // Under the lock: enter the registry as Running / leave it as Dead.
+  void enter_registry(Tcr* t);
+  void leave_registry_locked(Tcr* t);
+
+  bool should_register_with_gc(GcRegistration choice) const;
+
+  // The start routine of every spawned thread, and its way of reporting a failed start.
+  static void* thread_entry(void* arg);
+  static void* report_start_failure(Tcr* t, Error error);
+  // Runs the thread's function; an escaped exception is kept for the joiner.
+  static void* run_thread_function(Tcr* t);
+
+  // Registry and lists (under mutex).
+  std::vector<Tcr*> registry;
+  std::vector<Tcr*> records;    // every Tcr ever allocated; flat in steady state
+  Tcr* free_list = nullptr;
+  std::size_t free_count = 0;
+  Tcr* zombies = nullptr;       // Dead detached threads whose OS thread may still be running
+  std::size_t zombie_count = 0;
+  std::size_t managed_live = 0; // spawned threads from Reserved until Dead
+  std::size_t detached_live = 0;  // of which detached; reap(true) waits for them
+  std::size_t adopted_live = 0;
+  std::size_t dead_unreaped = 0;
+  bool shut_down = false;
+  ManagerStats stats;
+};
+
+
+}  // namespace tcr

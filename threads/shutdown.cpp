@@ -1,0 +1,116 @@
+// shutdown_thread_tcr: the ordered teardown of a thread, run on the exiting thread itself (a
+// spawned thread after its function returns; an adopted thread at release or from its pthread
+// key destructor at exit). The order is the point of this file: each step says why it sits where
+// it does.
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+
+#include "runtime/gc.h"
+#include "runtime/log.h"
+#include "runtime/mach_ports.h"
+#include "threads/current.h"
+#include "threads/manager_core.h"
+
+namespace tcr {
+
+void shutdown_thread_tcr(Tcr& t, void* result) {
+  ManagerCore& core = *t.m_core;
+  t.m_state.store(TcrState::Exiting, std::memory_order_release);
+
+  // 1. The runtime's exit hooks run first, while the thread is still fully itself: registered
+  //    with the GC (hooks may allocate), reachable by signals and still in the registry. Then the
+  //    result is published into a GC-visible slot, so a GC pointer returned by the thread stays
+  //    alive until join reads it.
+  for (const std::function<void(Tcr&)>& hook : core.options.exit_hooks) {
+    try {
+      hook(t);
+    } catch (...) {
+      log::error("exit hook of thread #{} '{}' threw; ignored", t.m_id, t.m_name);
+    }
+  }
+  t.m_slots[Tcr::kResultSlot] = result;
+
+  // 2. From here on the thread must not take part in a handshake it cannot finish. Today the
+  //    manager sends no signal of its own besides what embedders send through signal(); the
+  //    stop-the-world (which will acknowledge an exiting thread here) adds its signals to this
+  //    mask. Boehm's suspend signal stays deliverable until step 3, as Boehm requires.
+
+  // 3. Unregister from the GC before the stack goes away: after this a collection neither scans
+  //    this stack nor tries to suspend this thread. Only if we registered it (the main thread,
+  //    registered by GC_init, is not ours to unregister).
+  if (t.m_gc_registered) gc::unregister_current_thread();
+
+  // 4. Per-thread exception state (alternate signal stack, exception port) is torn down here once
+  //    the exception layer exists; nothing is installed per thread yet.
+
+  // 5. Normalize the kernel handle to exactly one reference. Linux: the TCR's own pidfd stays
+  //    open; any other pidfd opened for this thread (a runtime that asked for "its" handle again,
+  //    as CCL called mach_thread_self()) is closed now, each once. Darwin (or a MachModel here):
+  //    the thread port's send-right urefs go to exactly 1, the one libpthread drops when the
+  //    thread terminates; the port then dies with no dead name left behind (seeds 002, 003).
+  //    It runs on the exiting thread, whose port is alive, so the count is exact.
+  //    Who releases the last reference: the reaper (join, reap(), or for adopted threads this
+  //    function at step 6), once the thread can no longer be signalled through it.
+  if (core.options.normalize_kernel_handles) {
+    if (std::size_t extras = t.m_handle.close_extras(); extras > 0) {
+      log::warn("thread #{} '{}' exited holding {} extra pidfd(s); closed", t.m_id, t.m_name,
+                extras);
+      std::lock_guard lock(core.mutex);
+      core.stats.extra_handles_closed += extras;
+    }
+    if (core.options.mach_space != nullptr && t.m_mach_port != mach::kPortNull) {
+      Result<mach::Urefs> before =
+          mach::normalize_send_refs(*core.options.mach_space, t.m_mach_port, 1);
+      if (!before) {
+        log::error("thread #{} '{}': {}", t.m_id, t.m_name, before.error().message());
+      } else if (*before > 1) {
+        log::debug("thread #{}: thread port send refs {} -> 1", t.m_id, *before);
+      }
+    }
+  }
+
+  // 6. Leave the registry under its lock, in one step with becoming Dead, so whoever walks the
+  //    registry (suspend_all, snapshot, signal) sees the thread either fully there or gone.
+  //    A detached thread goes on the zombie list for the reaper; an adopted one, having no OS
+  //    thread of ours to wait for, releases its handle and record right here.
+  const bool adopted = t.m_adopted;
+  log::debug("thread #{} '{}' exiting", t.m_id, t.m_name);  // last look at the record's name
+  std::shared_ptr<ManagerCore> keep_core;
+  {
+    std::lock_guard lock(core.mutex);
+    core.leave_registry_locked(&t);
+    if (adopted) {
+      --core.adopted_live;
+      // Nobody can reach the record any more (it is out of the registry and adopted threads
+      // cannot be joined), so its handle is released now, under the lock that signal() holds.
+      t.m_handle.release();
+      t.m_id = 0;
+      t.m_state.store(TcrState::Free, std::memory_order_release);
+      t.m_next = core.free_list;
+      core.free_list = &t;
+      ++core.free_count;
+      ++core.stats.reaped;
+      keep_core = std::move(t.m_core_ref);
+    } else {
+      ++core.dead_unreaped;
+      if (t.m_detached) {
+        t.m_next = core.zombies;
+        core.zombies = &t;
+        ++core.zombie_count;
+        if (--core.detached_live == 0) core.all_exited.notify_all();
+      }
+      if (--core.managed_live == 0) core.all_exited.notify_all();
+    }
+  }
+  // An adopted record may already belong to another thread: no more touching it.
+  detail::t_current = nullptr;
+
+  // 7. Wake the joiner. The record stays ours until pthread_join (join or the reaper) sees this
+  //    OS thread gone, so touching it here is safe; after this the thread only returns from its
+  //    start routine (pthread_exit) and glibc frees nothing of ours.
+  if (!adopted) sem_post(&t.m_exited);
+  // keep_core: an adopted thread may have been the last owner of the manager's core.
+}
+
+}  // namespace tcr

@@ -1,0 +1,146 @@
+// Tcr: the thread control record, one per thread tcr manages or adopted. It caches the thread's
+// kernel handle once (the seeds' fix: never ask the kernel for the thread's port again), holds
+// the slots a runtime keeps per thread (scanned by Boehm GC), and publishes the thread's result
+// for join. Records are recycled: when a thread is reaped its Tcr returns to the manager's free
+// list with a new id on next use, so a stale ThreadRef is detected rather than misdirected.
+// Thread-safety: state changes happen under the manager's registry lock; slots belong to the
+// thread itself (and to a stopped world's GC).
+#pragma once
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "runtime/error.h"
+#include "runtime/kernel_handle.h"
+#include "runtime/mach_ports.h"
+
+namespace tcr {
+
+class Tcr;
+class ManagerCore;
+void shutdown_thread_tcr(Tcr& t, void* result);  // threads/shutdown.cpp
+
+// What a spawned thread runs. Its result is kept in a GC-visible slot until join.
+// Captures of the std::function are NOT scanned by the GC: pass GC objects in SpawnOptions::argument.
+using ThreadFunction = std::function<void*(Tcr& self)>;
+
+enum class TcrState : std::uint8_t {
+  // On the free list: no thread, no handle, no stack. Exists so records (and their GC slot
+  // blocks) are reused and the heap stays flat in steady state.
+  Free,
+  // spawn() owns it and is mapping the stack and creating the OS thread; nobody else can see it.
+  Reserved,
+  // The OS thread runs but is still opening its kernel handle and registering with the GC; spawn
+  // waits on the start handshake, so a failure here comes back to spawn's caller as an Error.
+  Starting,
+  // In the registry, running its function: visible to for_each, snapshot, signal and the GC.
+  Running,
+  // In shutdown_thread_tcr; still in the registry (a stop-the-world must still account for it)
+  // until step 6 removes it.
+  Exiting,
+  // Out of the registry with its result published. It still owns its kernel handle and stack,
+  // because its OS thread may still be running its last instructions; reaping (join, or the
+  // reaper for detached threads) releases them once the OS thread is gone.
+  Dead,
+};
+const char* to_string(TcrState state);
+
+class Tcr {
+ public:
+  static constexpr std::size_t kSlots = 16;
+
+  // The calling thread's Tcr, or nullptr if tcr neither created nor adopted it.
+  static Tcr* current();
+
+  std::uint64_t id() const { return m_id; }
+  std::string_view name() const { return m_name; }
+  TcrState state() const { return m_state.load(std::memory_order_acquire); }
+  pid_t tid() const { return m_tid; }
+  bool adopted() const { return m_adopted; }
+  bool detached() const { return m_detached; }
+  bool gc_registered() const { return m_gc_registered; }
+  const KernelThreadHandle& handle() const { return m_handle; }
+  mach::PortName mach_port() const { return m_mach_port; }
+  // [stack_low, stack_high): the thread's stack (its own mapping, or pthread's for adopted ones).
+  void* stack_low() const { return m_stack_low; }
+  void* stack_high() const { return m_stack_high; }
+
+  // Per-thread slots a runtime may fill with GC pointers: the collector scans them.
+  void*& slot(std::size_t i) { return m_slots[kFirstUserSlot + i]; }
+  // SpawnOptions::argument, kept GC-visible for the thread's life.
+  void* argument() const { return m_slots[kArgumentSlot]; }
+
+ private:
+  friend class ManagerCore;
+  friend class ThreadManager;
+  friend void shutdown_thread_tcr(Tcr& t, void* result);
+  static constexpr std::size_t kArgumentSlot = 0;
+  static constexpr std::size_t kResultSlot = 1;
+  static constexpr std::size_t kFirstUserSlot = 2;
+
+  explicit Tcr(void** slots) : m_slots(slots) {}
+
+  // Identity (reset on reuse).
+  std::uint64_t m_id = 0;
+  std::string m_name;
+  std::atomic<TcrState> m_state{TcrState::Free};
+  ManagerCore* m_core = nullptr;
+
+  // The OS thread.
+  pthread_t m_pthread{};
+  pid_t m_tid = 0;
+  bool m_adopted = false;
+  bool m_detached = false;
+  bool m_gc_registered = false;   // this manager registered it, so shutdown unregisters it
+  bool m_joining = false;         // a join is under way or done
+  void* m_stack_map = nullptr;    // our mapping (guard page + stack), or nullptr for adopted
+  std::size_t m_stack_map_size = 0;
+  void* m_stack_low = nullptr;
+  void* m_stack_high = nullptr;
+  KernelThreadHandle m_handle;
+  mach::PortName m_mach_port = mach::kPortNull;
+
+  // Start handshake and exit publication.
+  ThreadFunction m_fn;
+  sem_t m_started;            // posted by the new thread once Running, or once it failed to start
+  Error m_start_error{Step::BadArgument, 0, {}, nullptr};
+  bool m_start_failed = false;
+  sem_t m_exited;             // posted by shutdown_thread_tcr step 7
+  std::exception_ptr m_exception;
+
+  void** m_slots;             // GC_MALLOC_UNCOLLECTABLE block of kFirstUserSlot + kSlots words
+  Tcr* m_next = nullptr;      // free list / zombie list link
+  std::size_t m_registry_index = 0;
+  // Adopted threads keep the manager's core alive: they may outlive the ThreadManager object and
+  // still need it when they exit.
+  std::shared_ptr<ManagerCore> m_core_ref;
+};
+
+// A reference to a thread that survives the thread: it names the Tcr *and* the id it had, so a
+// join or signal after the record was reaped and reused fails with StaleThread.
+class ThreadRef {
+ public:
+  ThreadRef() = default;
+  std::uint64_t id() const { return m_id; }
+  bool valid() const { return m_tcr != nullptr; }
+  Tcr* tcr_unchecked() const { return m_tcr; }
+
+ private:
+  friend class ThreadManager;
+  friend class ManagerCore;
+  ThreadRef(Tcr* tcr, std::uint64_t id) : m_tcr(tcr), m_id(id) {}
+  Tcr* m_tcr = nullptr;
+  std::uint64_t m_id = 0;
+};
+
+}  // namespace tcr

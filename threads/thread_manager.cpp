@@ -1,0 +1,624 @@
+// ThreadManager: spawn (process-run-function), join, detach, adoption and reaping.
+#include "threads/thread_manager.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cxxabi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
+
+#include "runtime/gc.h"
+#include "runtime/log.h"
+#include "runtime/os.h"
+#include "threads/current.h"
+#include "threads/manager_core.h"
+
+namespace tcr {
+namespace {
+
+constexpr std::size_t kMinStack = std::size_t{64} << 10;
+constexpr std::size_t kMaxStack = std::size_t{1} << 30;
+constexpr std::size_t kSlotWords = 2 + Tcr::kSlots;  // argument, result, user slots
+
+// TCR ids are unique in the process, not per manager: they tag kernel handles in the process-wide
+// HandleTable, and shutdown step 5 closes extras by id.
+std::atomic<std::uint64_t> g_next_id{1};
+
+std::size_t page_size() {
+  static const std::size_t s_page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return s_page;
+}
+
+void sem_wait_uninterrupted(sem_t* sem) {
+  while (sem_wait(sem) != 0 && errno == EINTR) {
+  }
+}
+
+// The pthread key whose destructor releases an adopted thread's Tcr when that thread exits.
+pthread_key_t adopted_key() {
+  static const pthread_key_t s_key = [] {
+    pthread_key_t key;
+    const int rc = pthread_key_create(&key, [](void* p) {
+      // Runs on the exiting foreign thread, after its C++ thread_local destructors.
+      shutdown_thread_tcr(*static_cast<Tcr*>(p), nullptr);
+    });
+    if (rc != 0) {
+      log::error("pthread_key_create for adopted threads failed: {}", std::strerror(rc));
+      std::abort();  // only at first adoption, and only when the process is out of keys
+    }
+    return key;
+  }();
+  return s_key;
+}
+
+}  // namespace
+
+// ---- ManagerCore --------------------------------------------------------------------------------
+
+ManagerCore::ManagerCore(ManagerOptions opts, HandleMode handle_mode)
+    : options(std::move(opts)), mode(handle_mode) {}
+
+ManagerCore::~ManagerCore() {
+  for (Tcr* t : records) {
+    sem_destroy(&t->m_started);
+    sem_destroy(&t->m_exited);
+    gc::free_slots(t->m_slots, options.gc);
+    delete t;
+  }
+}
+
+bool ManagerCore::should_register_with_gc(GcRegistration choice) const {
+  switch (choice) {
+    case GcRegistration::Inherit: return options.gc;
+    case GcRegistration::Register: return true;
+    case GcRegistration::DontRegister: return false;
+  }
+  return options.gc;
+}
+
+Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
+  std::unique_lock lock(mutex);
+  if (shut_down) return fail(Step::ManagerShutDown);
+  Tcr* t = free_list;
+  if (t != nullptr) {
+    free_list = t->m_next;
+    --free_count;
+  } else {
+    // A new record: the only allocation on the spawn path, and only until the free list holds
+    // as many records as threads ever overlapped.
+    lock.unlock();
+    void** slots = gc::allocate_slots(kSlotWords, options.gc);
+    if (slots == nullptr) return fail(Step::TcrAllocate, ENOMEM);
+    t = new (std::nothrow) Tcr(slots);
+    if (t == nullptr) {
+      gc::free_slots(slots, options.gc);
+      return fail(Step::TcrAllocate, ENOMEM);
+    }
+    sem_init(&t->m_started, 0, 0);
+    sem_init(&t->m_exited, 0, 0);
+    t->m_core = this;
+    lock.lock();
+    records.push_back(t);
+    stats.records = records.size();
+    if (shut_down) {  // shut down while we allocated: keep the record, refuse the spawn
+      t->m_next = free_list;
+      free_list = t;
+      ++free_count;
+      return fail(Step::ManagerShutDown);
+    }
+  }
+  t->m_id = g_next_id.fetch_add(1, std::memory_order_relaxed);
+  t->m_next = nullptr;
+  // A thread that was detached after it exited posted m_exited with no joiner to take it.
+  while (sem_trywait(&t->m_exited) == 0) {
+  }
+  t->m_adopted = adopted;
+  t->m_detached = false;
+  t->m_joining = false;
+  t->m_gc_registered = false;
+  t->m_start_failed = false;
+  t->m_exception = nullptr;
+  t->m_tid = 0;
+  t->m_mach_port = mach::kPortNull;
+  t->m_stack_map = nullptr;
+  t->m_stack_map_size = 0;
+  t->m_stack_low = t->m_stack_high = nullptr;
+  std::memset(t->m_slots, 0, kSlotWords * sizeof(void*));
+  t->m_state.store(TcrState::Reserved, std::memory_order_release);
+  if (adopted) {
+    ++adopted_live;
+  } else {
+    ++managed_live;
+  }
+  return t;
+}
+
+void ManagerCore::abandon_record(Tcr* t) {
+  t->m_handle.release();
+  t->m_fn = nullptr;
+  std::lock_guard lock(mutex);
+  t->m_id = 0;
+  t->m_state.store(TcrState::Free, std::memory_order_release);
+  t->m_next = free_list;
+  free_list = t;
+  ++free_count;
+  if (t->m_adopted) {
+    --adopted_live;
+    return;
+  }
+  if (t->m_detached && --detached_live == 0) all_exited.notify_all();
+  if (--managed_live == 0) all_exited.notify_all();
+}
+
+void ManagerCore::reap_record(Tcr* t) {
+  {
+    // Invalidate ThreadRefs first: from here on join/detach/signal answer StaleThread.
+    std::lock_guard lock(mutex);
+    t->m_id = 0;
+    --dead_unreaped;
+  }
+  // The last kernel-handle reference is released here, by the reaper, after the OS thread is
+  // gone (pthread_join returned, or the adopted thread released itself): until then a signal to
+  // the thread could still have been sent through it. Each handle is closed once (HandleTable).
+  t->m_handle.release();
+  if (t->m_stack_map != nullptr) os::munmap(t->m_stack_map, t->m_stack_map_size);
+  t->m_stack_map = nullptr;
+  t->m_exception = nullptr;
+  std::lock_guard lock(mutex);
+  t->m_state.store(TcrState::Free, std::memory_order_release);
+  t->m_next = free_list;
+  free_list = t;
+  ++free_count;
+  ++stats.reaped;
+}
+
+void ManagerCore::enter_registry(Tcr* t) {
+  std::lock_guard lock(mutex);
+  t->m_registry_index = registry.size();
+  registry.push_back(t);
+  t->m_state.store(TcrState::Running, std::memory_order_release);
+}
+
+void ManagerCore::leave_registry_locked(Tcr* t) {
+  // Swap-remove: O(1), so exits cost the same with ten threads or ten thousand.
+  const std::size_t i = t->m_registry_index;
+  Tcr* last = registry.back();
+  registry[i] = last;
+  last->m_registry_index = i;
+  registry.pop_back();
+  t->m_state.store(TcrState::Dead, std::memory_order_release);
+}
+
+// ---- the new thread ----------------------------------------------------------------------------
+
+void* ManagerCore::report_start_failure(Tcr* t, Error error) {
+  t->m_start_error = std::move(error);
+  t->m_start_failed = true;
+  detail::t_current = nullptr;
+  sem_post(&t->m_started);  // spawn() joins this thread and releases everything it acquired
+  return nullptr;
+}
+
+void* ManagerCore::thread_entry(void* arg) {
+  Tcr* t = static_cast<Tcr*>(arg);
+  ManagerCore* core = t->m_core;
+  detail::t_current = t;
+  t->m_tid = os::gettid();
+  if (!t->m_name.empty()) {
+    char name[16];  // the kernel's limit, with the NUL
+    const std::size_t n = std::min(t->m_name.size(), sizeof name - 1);
+    std::memcpy(name, t->m_name.data(), n);
+    name[n] = '\0';
+    pthread_setname_np(pthread_self(), name);
+  }
+
+  // The kernel handle is opened once, here, on the thread it names, and cached in the Tcr for
+  // the thread's whole life (the seeds' fix: never ask the kernel for it again).
+  Result<KernelThreadHandle> handle =
+      KernelThreadHandle::open_current(core->mode, HandleTag{t->m_id, t->m_name});
+  if (!handle) return report_start_failure(t, handle.error());
+  t->m_handle = std::move(*handle);
+  if (core->options.mach_space != nullptr) {
+    t->m_mach_port = core->options.mach_space->current_thread_port();
+  }
+  if (t->m_gc_registered) {
+    Result<bool> registered = gc::register_current_thread(t->m_stack_high);
+    if (!registered) {
+      t->m_handle.release();
+      t->m_gc_registered = false;
+      return report_start_failure(t, registered.error());
+    }
+  }
+  core->enter_registry(t);
+  log::debug("thread #{} '{}' started, tid {}", t->m_id, t->m_name, t->m_tid);
+  sem_post(&t->m_started);
+
+  void* result = run_thread_function(t);
+  // The closure's captures are destroyed here, on the thread, before shutdown.
+  t->m_fn = nullptr;
+  shutdown_thread_tcr(*t, result);
+  return nullptr;
+}
+
+// no_sanitize("null"): UBSan reports binding the catch reference to a forced unwind, which has
+// no C++ object behind it; catching it by reference is what the GCC ABI documents.
+__attribute__((no_sanitize("null"))) void* ManagerCore::run_thread_function(Tcr* t) {
+  try {
+    return t->m_fn(*t);
+  } catch (abi::__forced_unwind&) {
+    // pthread_exit or cancellation inside the function: shut down, then let the unwind go on.
+    t->m_fn = nullptr;
+    shutdown_thread_tcr(*t, nullptr);
+    throw;
+  } catch (...) {
+    t->m_exception = std::current_exception();
+  }
+  return nullptr;
+}
+
+// ---- ThreadManager -----------------------------------------------------------------------------
+
+Result<std::unique_ptr<ThreadManager>> ThreadManager::create(ManagerOptions options) {
+  if (options.gc) {
+    if (Result<void> r = gc::initialize(); !r) return std::unexpected(r.error());
+  }
+  HandleMode mode = detected_handle_mode();
+  if (options.handle_mode == HandleModeChoice::Tgkill) mode = HandleMode::Tgkill;
+  if (options.handle_mode == HandleModeChoice::Pidfd && mode != HandleMode::Pidfd) {
+    return fail(Step::PidfdOpen, EINVAL, "this kernel has no thread pidfds (PIDFD_THREAD)");
+  }
+  auto core = std::make_shared<ManagerCore>(std::move(options), mode);
+  return std::unique_ptr<ThreadManager>(new ThreadManager(std::move(core)));
+}
+
+ThreadManager::ThreadManager(std::shared_ptr<ManagerCore> core) : m_core(std::move(core)) {}
+
+ThreadManager::~ThreadManager() {
+  // A thread that adopted itself (often the main thread) and now destroys the manager is done
+  // with it: release it here rather than at its exit, which may never come.
+  if (Tcr* self = Tcr::current(); self != nullptr && self->m_core == m_core.get()) {
+    (void)release_current_thread();
+  }
+  Result<void> r = shutdown();
+  if (!r) log::warn("thread manager destroyed: {}", r.error().message());
+  // Join what was never joined, so no OS thread or stack outlives the manager.
+  std::vector<Tcr*> unjoined;
+  {
+    std::lock_guard lock(m_core->mutex);
+    for (Tcr* t : m_core->records) {
+      if (t->state() == TcrState::Dead && !t->m_adopted && !t->m_detached && !t->m_joining) {
+        t->m_joining = true;
+        unjoined.push_back(t);
+      }
+    }
+  }
+  for (Tcr* t : unjoined) {
+    sem_wait_uninterrupted(&t->m_exited);
+    pthread_join(t->m_pthread, nullptr);
+    m_core->reap_record(t);
+  }
+  // Adopted threads still alive hold m_core; the last of them frees it when it exits.
+}
+
+Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
+                                       SpawnOptions options) {
+  ManagerCore& core = *m_core;
+  if (!fn) return fail(Step::BadArgument, 0, "spawn: empty thread function");
+  if (options.stack_size < kMinStack || options.stack_size > kMaxStack) {
+    return fail(Step::BadArgument, 0,
+                "spawn: stack_size " + std::to_string(options.stack_size) +
+                    " is outside [64 KiB, 1 GiB]");
+  }
+  const bool gc_register = core.should_register_with_gc(options.gc);
+  if (gc_register && !core.options.gc) {
+    return fail(Step::BadArgument, 0, "spawn: GC registration asked of a manager without GC");
+  }
+  reap(false);  // detached threads that finished since the last spawn
+
+  Result<Tcr*> acquired = core.acquire_record(false);
+  if (!acquired) return std::unexpected(acquired.error());
+  Tcr* t = *acquired;
+  t->m_name.assign(name);
+  t->m_fn = std::move(fn);
+  if (options.detached) {
+    std::lock_guard lock(core.mutex);
+    t->m_detached = true;
+    ++core.detached_live;
+  }
+  t->m_gc_registered = gc_register;
+  t->m_slots[Tcr::kArgumentSlot] = options.argument;
+
+  // The stack: our own mapping, so it is released exactly when we reap (no glibc stack cache
+  // keeping mappings around), with a guard page below it.
+  const std::size_t page = page_size();
+  const std::size_t stack = (options.stack_size + page - 1) & ~(page - 1);
+  const std::size_t total = stack + page;
+  Result<void*> map = os::mmap_anonymous(total, PROT_READ | PROT_WRITE, /*stack=*/true);
+  if (!map) {
+    core.abandon_record(t);
+    return std::unexpected(map.error());
+  }
+  if (Result<void> guard = os::mprotect(*map, page, PROT_NONE); !guard) {
+    os::munmap(*map, total);
+    core.abandon_record(t);
+    return std::unexpected(guard.error());
+  }
+  t->m_stack_map = *map;
+  t->m_stack_map_size = total;
+  t->m_stack_low = static_cast<char*>(*map) + page;
+  t->m_stack_high = static_cast<char*>(*map) + total;
+
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstack(&attr, t->m_stack_low, stack);
+  t->m_state.store(TcrState::Starting, std::memory_order_release);
+  Result<pthread_t> thread = os::pthread_create(&attr, ManagerCore::thread_entry, t);
+  pthread_attr_destroy(&attr);
+  if (!thread) {
+    os::munmap(t->m_stack_map, total);
+    t->m_stack_map = nullptr;
+    core.abandon_record(t);
+    return std::unexpected(thread.error());
+  }
+  t->m_pthread = *thread;
+
+  // The start handshake: the thread opens its kernel handle and registers with the GC before it
+  // runs anything, and a failure there comes back to our caller, not as a half-started thread.
+  sem_wait_uninterrupted(&t->m_started);
+  if (t->m_start_failed) {
+    pthread_join(t->m_pthread, nullptr);
+    os::munmap(t->m_stack_map, total);
+    t->m_stack_map = nullptr;
+    Error error = std::move(t->m_start_error);
+    core.abandon_record(t);
+    log::warn("spawn '{}' failed: {}", name, error.message());
+    return std::unexpected(std::move(error));
+  }
+  const std::uint64_t id = t->m_id;
+  {
+    std::lock_guard lock(core.mutex);
+    ++core.stats.spawned;
+  }
+  return ThreadRef(t, id);
+}
+
+Result<void*> ThreadManager::join(ThreadRef ref) {
+  ManagerCore& core = *m_core;
+  Tcr* t = ref.m_tcr;
+  if (t == nullptr) return fail(Step::BadArgument, 0, "join: empty ThreadRef");
+  {
+    std::lock_guard lock(core.mutex);
+    if (t->m_id != ref.m_id) {
+      return fail(Step::StaleThread, 0,
+                  "thread #" + std::to_string(ref.m_id) + " was already joined or reaped");
+    }
+    if (t == Tcr::current()) return fail(Step::JoinSelf);
+    if (t->m_adopted) return fail(Step::BadArgument, 0, "join: adopted threads are not joinable");
+    if (t->m_detached) return fail(Step::ThreadDetached);
+    if (t->m_joining) return fail(Step::AlreadyJoined);
+    t->m_joining = true;
+  }
+  sem_wait_uninterrupted(&t->m_exited);  // shutdown_thread_tcr step 7
+  // The OS thread is past its last touch of the Tcr; wait until it is gone, so its stack and
+  // pidfd can be released.
+  if (int rc = pthread_join(t->m_pthread, nullptr); rc != 0) {
+    log::error("pthread_join of thread #{} failed: {}", ref.m_id, std::strerror(rc));
+  }
+  void* result = t->m_slots[Tcr::kResultSlot];
+  std::exception_ptr exception = t->m_exception;
+  core.reap_record(t);
+  if (exception) {
+    Error e{Step::ThreadThrew, 0, "thread #" + std::to_string(ref.m_id), exception};
+    return std::unexpected(std::move(e));
+  }
+  return result;
+}
+
+Result<void> ThreadManager::detach(ThreadRef ref) {
+  ManagerCore& core = *m_core;
+  Tcr* t = ref.m_tcr;
+  if (t == nullptr) return fail(Step::BadArgument, 0, "detach: empty ThreadRef");
+  std::lock_guard lock(core.mutex);
+  if (t->m_id != ref.m_id) {
+    return fail(Step::StaleThread, 0,
+                "thread #" + std::to_string(ref.m_id) + " was already joined or reaped");
+  }
+  if (t->m_adopted) return fail(Step::BadArgument, 0, "detach: adopted threads are not joinable");
+  if (t->m_detached) return fail(Step::ThreadDetached);
+  if (t->m_joining) return fail(Step::AlreadyJoined);
+  t->m_detached = true;
+  if (t->state() == TcrState::Dead) {
+    // It already left the registry as joinable: hand it to the reaper now.
+    t->m_next = core.zombies;
+    core.zombies = t;
+    ++core.zombie_count;
+  } else {
+    ++core.detached_live;
+  }
+  return {};
+}
+
+Result<void> ThreadManager::signal(ThreadRef ref, int sig) {
+  ManagerCore& core = *m_core;
+  Tcr* t = ref.m_tcr;
+  if (t == nullptr) return fail(Step::BadArgument, 0, "signal: empty ThreadRef");
+  std::lock_guard lock(core.mutex);
+  if (t->m_id != ref.m_id) {
+    return fail(Step::StaleThread, 0, "thread #" + std::to_string(ref.m_id) + " was reaped");
+  }
+  const TcrState state = t->state();
+  if (state != TcrState::Running && state != TcrState::Exiting) {
+    return fail(Step::ThreadExited, ESRCH,
+                "thread #" + std::to_string(ref.m_id) + " is " + to_string(state));
+  }
+  return t->m_handle.signal(sig, SignalPermit{});
+}
+
+Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOptions options) {
+  ManagerCore& core = *m_core;
+  if (Tcr::current() != nullptr) return fail(Step::AlreadyAdopted);
+  const bool gc_register = core.should_register_with_gc(options.gc);
+  if (gc_register && !core.options.gc) {
+    return fail(Step::BadArgument, 0, "adopt: GC registration asked of a manager without GC");
+  }
+  Result<Tcr*> acquired = core.acquire_record(true);
+  if (!acquired) return std::unexpected(acquired.error());
+  Tcr* t = *acquired;
+  t->m_name.assign(name);
+  t->m_pthread = pthread_self();
+  t->m_tid = os::gettid();
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    void* low = nullptr;
+    std::size_t size = 0;
+    pthread_attr_getstack(&attr, &low, &size);
+    pthread_attr_destroy(&attr);
+    t->m_stack_low = low;
+    t->m_stack_high = static_cast<char*>(low) + size;
+  }
+  Result<KernelThreadHandle> handle =
+      KernelThreadHandle::open_current(core.mode, HandleTag{t->m_id, t->m_name});
+  if (!handle) {
+    core.abandon_record(t);
+    return std::unexpected(handle.error());
+  }
+  t->m_handle = std::move(*handle);
+  if (gc_register) {
+    Result<void*> base = gc::current_stack_base();
+    Result<bool> registered =
+        base ? gc::register_current_thread(*base) : Result<bool>(std::unexpected(base.error()));
+    if (!registered) {
+      core.abandon_record(t);
+      return std::unexpected(registered.error());
+    }
+    // false: the GC already knew this thread (the main thread): not ours to unregister.
+    t->m_gc_registered = *registered;
+  }
+  if (core.options.mach_space != nullptr) {
+    t->m_mach_port = core.options.mach_space->current_thread_port();
+  }
+  t->m_core_ref = m_core;
+  if (int rc = pthread_setspecific(adopted_key(), t); rc != 0) {
+    if (t->m_gc_registered) gc::unregister_current_thread();
+    t->m_core_ref.reset();
+    core.abandon_record(t);
+    return fail(Step::TcrAllocate, rc, "pthread_setspecific");
+  }
+  core.enter_registry(t);
+  detail::t_current = t;
+  {
+    std::lock_guard lock(core.mutex);
+    ++core.stats.adopted;
+  }
+  log::debug("thread #{} '{}' adopted, tid {}", t->m_id, t->m_name, t->m_tid);
+  return t;
+}
+
+Result<void> ThreadManager::release_current_thread() {
+  Tcr* t = Tcr::current();
+  if (t == nullptr || !t->m_adopted || t->m_core != m_core.get()) return fail(Step::NotAdopted);
+  pthread_setspecific(adopted_key(), nullptr);
+  shutdown_thread_tcr(*t, nullptr);
+  return {};
+}
+
+std::vector<ThreadInfo> ThreadManager::snapshot() const {
+  std::vector<ThreadInfo> out;
+  std::lock_guard lock(m_core->mutex);
+  out.reserve(m_core->registry.size());
+  for (const Tcr* t : m_core->registry) {
+    out.push_back(ThreadInfo{t->m_id, t->m_name, t->state(), t->m_tid, t->m_handle.fd(),
+                             t->m_detached, t->m_adopted, t->m_gc_registered});
+  }
+  return out;
+}
+
+void ThreadManager::for_each(const std::function<void(const Tcr&)>& fn) const {
+  std::lock_guard lock(m_core->mutex);
+  for (const Tcr* t : m_core->registry) fn(*t);
+}
+
+std::size_t ThreadManager::reap(bool wait) {
+  ManagerCore& core = *m_core;
+  Tcr* list;
+  {
+    std::unique_lock lock(core.mutex);
+    if (wait) {
+      // Every detached thread still running, except the caller if it is one of them.
+      const Tcr* self = Tcr::current();
+      const std::size_t own = (self != nullptr && self->m_core == &core && self->m_detached &&
+                               !self->m_adopted) ? 1 : 0;
+      core.all_exited.wait(lock, [&] { return core.detached_live == own; });
+    }
+    list = core.zombies;
+    core.zombies = nullptr;
+    core.zombie_count = 0;
+  }
+  std::size_t reaped = 0;
+  Tcr* still_running = nullptr;
+  std::size_t still_count = 0;
+  while (list != nullptr) {
+    Tcr* t = list;
+    list = t->m_next;
+    // A detached thread is Dead once it left the registry, but its OS thread may still be
+    // running the last instructions of shutdown on the stack we are about to unmap.
+    const int rc = wait ? pthread_join(t->m_pthread, nullptr)
+                        : pthread_tryjoin_np(t->m_pthread, nullptr);
+    if (rc == EBUSY) {
+      t->m_next = still_running;
+      still_running = t;
+      ++still_count;
+      continue;
+    }
+    if (rc != 0) log::error("reaping thread #{}: pthread_join: {}", t->m_id, std::strerror(rc));
+    core.reap_record(t);
+    ++reaped;
+  }
+  if (still_running != nullptr) {
+    std::lock_guard lock(core.mutex);
+    Tcr* tail = still_running;
+    while (tail->m_next != nullptr) tail = tail->m_next;
+    tail->m_next = core.zombies;
+    core.zombies = still_running;
+    core.zombie_count += still_count;
+  }
+  return reaped;
+}
+
+Result<void> ThreadManager::shutdown() {
+  ManagerCore& core = *m_core;
+  std::size_t adopted;
+  {
+    std::unique_lock lock(core.mutex);
+    core.shut_down = true;
+    core.all_exited.wait(lock, [&] { return core.managed_live == 0; });
+    adopted = core.adopted_live;
+  }
+  reap(true);
+  if (adopted > 0 && !(adopted == 1 && Tcr::current() != nullptr &&
+                       Tcr::current()->m_core == m_core.get())) {
+    return fail(Step::AdoptedThreadsAlive, 0,
+                std::to_string(adopted) + " adopted thread(s) will release themselves at exit");
+  }
+  return {};
+}
+
+HandleMode ThreadManager::handle_mode() const { return m_core->mode; }
+
+ManagerStats ThreadManager::stats() const {
+  std::lock_guard lock(m_core->mutex);
+  ManagerStats s = m_core->stats;
+  s.live = m_core->registry.size();
+  s.dead_unreaped = m_core->dead_unreaped;
+  s.records = m_core->records.size();
+  s.free_records = m_core->free_count;
+  return s;
+}
+
+}  // namespace tcr

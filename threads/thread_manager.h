@@ -1,0 +1,134 @@
+// ThreadManager: creates threads (spawn, Lisp's process-run-function), joins and detaches them,
+// adopts foreign threads, and keeps the registry of live TCRs that a stop-the-world walks.
+// Contract:
+//  - Every call returns Result<...>; nothing throws across the API or a thread boundary. An
+//    exception that escapes a thread's function is handed to its joiner.
+//  - Cost is flat over history: TCRs, their GC slot blocks and their names are recycled through a
+//    free list; exited threads' kernel handles and stacks are released when they are reaped.
+//  - Joinable threads are reaped by join(); detached ones by reap(), which spawn() also runs
+//    without blocking, and shutdown() with blocking.
+//  - Thread-safe: any thread may call any member. Destroying the manager shuts it down, joins
+//    whatever was never joined and frees the records.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/error.h"
+#include "runtime/kernel_handle.h"
+#include "runtime/mach_ports.h"
+#include "threads/tcr.h"
+
+namespace tcr {
+
+enum class HandleModeChoice : std::uint8_t { Auto, Pidfd, Tgkill };
+
+struct ManagerOptions {
+  // Auto: what detected_handle_mode() found. Forcing Tgkill on a pidfd kernel tests the fallback.
+  HandleModeChoice handle_mode = HandleModeChoice::Auto;
+  // Initialize Boehm GC (from the main thread) and register spawned threads with it by default.
+  bool gc = true;
+  // Run on each exiting thread first thing in shutdown_thread_tcr (step 1), in order.
+  std::vector<std::function<void(Tcr&)>> exit_hooks;
+  // Darwin: the task's IPC space (XnuPortSpace); elsewhere optional, e.g. a MachModel, so the same
+  // send-right normalization runs here. When set, each thread caches its port at start
+  // (pthread_mach_thread_np) and shutdown normalizes its send rights to exactly one.
+  mach::PortSpace* mach_space = nullptr;
+  // Shutdown step 5. Off only to show, in a test, the leak that it prevents.
+  bool normalize_kernel_handles = true;
+};
+
+enum class GcRegistration : std::uint8_t { Inherit, Register, DontRegister };
+
+struct SpawnOptions {
+  // The thread's stack, rounded up to pages; a guard page sits below it.
+  std::size_t stack_size = std::size_t{1} << 20;
+  bool detached = false;
+  GcRegistration gc = GcRegistration::Inherit;
+  // Kept in a GC-visible slot for the thread's life: Tcr::argument().
+  void* argument = nullptr;
+};
+
+struct AdoptOptions {
+  GcRegistration gc = GcRegistration::Inherit;
+};
+
+// A copy of one live TCR's public state, taken under the registry lock.
+struct ThreadInfo {
+  std::uint64_t id;
+  std::string name;
+  TcrState state;
+  pid_t tid;
+  int handle_fd;  // -1 in Tgkill mode
+  bool detached;
+  bool adopted;
+  bool gc_registered;
+};
+
+struct ManagerStats {
+  std::uint64_t spawned = 0;     // successful spawns
+  std::uint64_t adopted = 0;
+  std::uint64_t reaped = 0;      // records returned to the free list
+  std::size_t live = 0;          // in the registry now
+  std::size_t dead_unreaped = 0; // Dead, waiting for join or the reaper
+  std::size_t records = 0;       // Tcr objects ever allocated (flat in steady state)
+  std::size_t free_records = 0;
+  std::size_t extra_handles_closed = 0;  // by shutdown step 5 (a runtime leaked them)
+};
+
+class ThreadManager {
+ public:
+  static Result<std::unique_ptr<ThreadManager>> create(ManagerOptions options = {});
+  ~ThreadManager();
+  ThreadManager(const ThreadManager&) = delete;
+  ThreadManager& operator=(const ThreadManager&) = delete;
+
+  // process-run-function. Returns once the thread is Running (its handle open, registered with
+  // the GC) or with the Error of the step that failed; nothing is leaked on failure.
+  Result<ThreadRef> spawn(std::string_view name, ThreadFunction fn, SpawnOptions options = {});
+
+  // Waits for the thread and reaps it. The thread's result, or Step::ThreadThrew with the
+  // exception in Error::exception. Errors: StaleThread, AlreadyJoined, ThreadDetached, JoinSelf.
+  Result<void*> join(ThreadRef thread);
+  // The manager reaps it when it exits. Errors: StaleThread, AlreadyJoined, ThreadDetached.
+  Result<void> detach(ThreadRef thread);
+
+  // Sends sig through the thread's cached kernel handle. Step::ThreadExited once it has exited.
+  Result<void> signal(ThreadRef thread, int sig);
+
+  // The calling thread's Tcr, or nullptr.
+  static Tcr* current() { return Tcr::current(); }
+
+  // Gives the calling foreign thread (one tcr did not create) a Tcr, as if spawned. Released
+  // automatically when the thread exits, or earlier by release_current_thread().
+  Result<Tcr*> adopt_current_thread(std::string_view name, AdoptOptions options = {});
+  Result<void> release_current_thread();
+
+  std::vector<ThreadInfo> snapshot() const;
+  // Calls fn for each live Tcr under the registry lock: fn must not call back into the manager.
+  void for_each(const std::function<void(const Tcr&)>& fn) const;
+
+  // Reaps detached threads that have exited. With wait, first waits until every detached thread
+  // (but the caller) has finished its function, then waits for their OS threads to end, so
+  // afterwards none holds a stack or a kernel handle. Returns how many it reaped.
+  std::size_t reap(bool wait = false);
+
+  // Refuses new spawns and adoptions, waits for every spawned thread to end, reaps the detached
+  // ones. Joinable threads stay joinable. Error AdoptedThreadsAlive if adopted threads remain
+  // (they are released when they exit, even after the manager is destroyed).
+  Result<void> shutdown();
+
+  HandleMode handle_mode() const;
+  ManagerStats stats() const;
+
+ private:
+  explicit ThreadManager(std::shared_ptr<ManagerCore> core);
+  std::shared_ptr<ManagerCore> m_core;
+};
+
+}  // namespace tcr

@@ -73,6 +73,17 @@ void close(int fd);
 
 pid_t gettid();
 
+// ---- thread plumbing whose spelling differs per platform (not fault-injected: no acquisition) --
+
+// Joins `thread` if it has ended: true when joined, false while it still runs. Linux:
+// pthread_tryjoin_np. Darwin has no try-join; it joins, which is brief for the only callers: threads
+// that are past shutdown_thread_tcr and only returning from their start routine.
+bool try_join(pthread_t thread);
+// The calling thread's name as the debugger and /proc show it (truncated to the OS's limit).
+void set_current_thread_name(const char* name);
+// The calling thread's stack [low, high), or false if the OS cannot tell.
+bool current_stack_bounds(void** low, void** high);
+
 // PIDFD_THREAD (Linux 6.9) is O_EXCL; Debian 12's headers predate it.
 inline constexpr unsigned kPidfdThread = 0200;
 

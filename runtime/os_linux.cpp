@@ -6,6 +6,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstring>
+
 #include "runtime/os.h"
 
 namespace tcr::os {
@@ -69,5 +71,27 @@ Result<bool> poll_readable(int fd, int timeout_ms) {
 void close(int fd) { ::close(fd); }
 
 pid_t gettid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
+
+bool try_join(pthread_t thread) {
+  const int rc = ::pthread_tryjoin_np(thread, nullptr);
+  return rc != EBUSY;  // 0, or an error that says there is nothing left to join
+}
+
+void set_current_thread_name(const char* name) {
+  char buf[16];  // the kernel's limit, with the NUL
+  std::strncpy(buf, name, sizeof buf - 1);
+  buf[sizeof buf - 1] = '\0';
+  ::pthread_setname_np(::pthread_self(), buf);
+}
+
+bool current_stack_bounds(void** low, void** high) {
+  pthread_attr_t attr;
+  if (::pthread_getattr_np(::pthread_self(), &attr) != 0) return false;
+  std::size_t size = 0;
+  const bool ok = ::pthread_attr_getstack(&attr, low, &size) == 0;
+  ::pthread_attr_destroy(&attr);
+  if (ok) *high = static_cast<char*>(*low) + size;
+  return ok;
+}
 
 }  // namespace tcr::os

@@ -6,8 +6,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cxxabi.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -210,13 +208,7 @@ void* ManagerCore::thread_entry(void* arg) {
   ManagerCore* core = t->m_core;
   detail::t_current = t;
   t->m_tid = os::gettid();
-  if (!t->m_name.empty()) {
-    char name[16];  // the kernel's limit, with the NUL
-    const std::size_t n = std::min(t->m_name.size(), sizeof name - 1);
-    std::memcpy(name, t->m_name.data(), n);
-    name[n] = '\0';
-    pthread_setname_np(pthread_self(), name);
-  }
+  if (!t->m_name.empty()) os::set_current_thread_name(t->m_name.c_str());
 
   // The kernel handle is opened once, here, on the thread it names, and cached in the Tcr for
   // the thread's whole life (the seeds' fix: never ask the kernel for it again).
@@ -243,22 +235,6 @@ void* ManagerCore::thread_entry(void* arg) {
   // The closure's captures are destroyed here, on the thread, before shutdown.
   t->m_fn = nullptr;
   shutdown_thread_tcr(*t, result);
-  return nullptr;
-}
-
-// no_sanitize("null"): UBSan reports binding the catch reference to a forced unwind, which has
-// no C++ object behind it; catching it by reference is what the GCC ABI documents.
-__attribute__((no_sanitize("null"))) void* ManagerCore::run_thread_function(Tcr* t) {
-  try {
-    return t->m_fn(*t);
-  } catch (abi::__forced_unwind&) {
-    // pthread_exit or cancellation inside the function: shut down, then let the unwind go on.
-    t->m_fn = nullptr;
-    shutdown_thread_tcr(*t, nullptr);
-    throw;
-  } catch (...) {
-    t->m_exception = std::current_exception();
-  }
   return nullptr;
 }
 
@@ -473,15 +449,7 @@ Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOpt
   t->m_name.assign(name);
   t->m_pthread = pthread_self();
   t->m_tid = os::gettid();
-  pthread_attr_t attr;
-  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-    void* low = nullptr;
-    std::size_t size = 0;
-    pthread_attr_getstack(&attr, &low, &size);
-    pthread_attr_destroy(&attr);
-    t->m_stack_low = low;
-    t->m_stack_high = static_cast<char*>(low) + size;
-  }
+  os::current_stack_bounds(&t->m_stack_low, &t->m_stack_high);
   Result<KernelThreadHandle> handle =
       KernelThreadHandle::open_current(core.mode, HandleTag{t->m_id, t->m_name});
   if (!handle) {
@@ -568,15 +536,14 @@ std::size_t ThreadManager::reap(bool wait) {
     list = t->m_next;
     // A detached thread is Dead once it left the registry, but its OS thread may still be
     // running the last instructions of shutdown on the stack we are about to unmap.
-    const int rc = wait ? pthread_join(t->m_pthread, nullptr)
-                        : pthread_tryjoin_np(t->m_pthread, nullptr);
-    if (rc == EBUSY) {
+    if (wait) {
+      pthread_join(t->m_pthread, nullptr);
+    } else if (!os::try_join(t->m_pthread)) {
       t->m_next = still_running;
       still_running = t;
       ++still_count;
       continue;
     }
-    if (rc != 0) log::error("reaping thread #{}: pthread_join: {}", t->m_id, std::strerror(rc));
     core.reap_record(t);
     ++reaped;
   }

@@ -1,6 +1,9 @@
-// KernelThreadHandle on Linux: a pidfd naming one thread (PIDFD_THREAD, Linux >= 6.9), or the
-// bare tid with tgkill where thread pidfds are not available.
+// KernelThreadHandle: a pidfd naming one thread (PIDFD_THREAD, Linux >= 6.9), or the bare thread
+// id signalled under the registry lock where thread pidfds are not available (older Linux: tid and
+// tgkill; Darwin: the Mach thread port name and pthread_kill, see os_darwin.cpp). Portable: the
+// platform differences live in the os shim.
 #include <errno.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <utility>
@@ -12,7 +15,8 @@
 namespace tcr {
 
 const char* to_string(HandleMode mode) {
-  return mode == HandleMode::Pidfd ? "pidfd (PIDFD_THREAD)" : "tgkill (tid under registry lock)";
+  return mode == HandleMode::Pidfd ? "pidfd (PIDFD_THREAD)"
+                                   : "tgkill (thread id, signalled under the registry lock)";
 }
 
 HandleMode detected_handle_mode() {

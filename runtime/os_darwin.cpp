@@ -1,0 +1,91 @@
+// The OS shim's Darwin calls. Compiled only on Apple: this file is not built on the Linux machine
+// the project is tested on. Darwin has no pidfds: pidfd calls answer ENOSYS, so
+// detected_handle_mode() picks the thread-id mode, in which a thread's "tid" is its Mach thread
+// port name (pthread_mach_thread_np, which adds no send-right reference) and a signal goes through
+// pthread_kill on the pthread that port names, only under the registry lock (SignalPermit).
+#include <errno.h>
+#include <mach/mach.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "runtime/os.h"
+
+namespace tcr::os {
+
+Result<pthread_t> pthread_create(const pthread_attr_t* attr, void* (*start)(void*), void* arg) {
+  if (int e = take_fault(Call::PthreadCreate)) return fail(Step::PthreadCreate, e);
+  pthread_t thread;
+  if (int e = ::pthread_create(&thread, attr, start, arg)) return fail(Step::PthreadCreate, e);
+  return thread;
+}
+
+Result<void*> mmap_anonymous(std::size_t length, int prot, bool /*stack*/) {
+  if (int e = take_fault(Call::Mmap)) return fail(Step::StackMmap, e);
+  void* p = ::mmap(nullptr, length, prot, MAP_PRIVATE | MAP_ANON, -1, 0);
+  if (p == MAP_FAILED) return fail(Step::StackMmap, errno);
+  return p;
+}
+
+void munmap(void* addr, std::size_t length) { ::munmap(addr, length); }
+
+Result<void> mprotect(void* addr, std::size_t length, int prot) {
+  if (int e = take_fault(Call::Mprotect)) return fail(Step::StackGuardMprotect, e);
+  if (::mprotect(addr, length, prot) != 0) return fail(Step::StackGuardMprotect, errno);
+  return {};
+}
+
+Result<int> pidfd_open(pid_t, unsigned) {
+  if (int e = take_fault(Call::PidfdOpen)) return fail(Step::PidfdOpen, e);
+  return fail(Step::PidfdOpen, ENOSYS, "Darwin has no pidfds");
+}
+
+Result<void> pidfd_send_signal(int, int) {
+  if (int e = take_fault(Call::PidfdSendSignal)) return fail(Step::PidfdSendSignal, e);
+  return fail(Step::PidfdSendSignal, ENOSYS, "Darwin has no pidfds");
+}
+
+Result<void> tgkill(pid_t, pid_t tid, int sig) {
+  if (int e = take_fault(Call::Tgkill)) return fail(Step::Tgkill, e);
+  pthread_t thread = ::pthread_from_mach_thread_np(static_cast<mach_port_t>(tid));
+  if (thread == nullptr) return fail(Step::ThreadExited, ESRCH);
+  if (int e = ::pthread_kill(thread, sig)) {
+    return fail(e == ESRCH ? Step::ThreadExited : Step::Tgkill, e);
+  }
+  return {};
+}
+
+Result<bool> poll_readable(int fd, int timeout_ms) {
+  if (int e = take_fault(Call::Poll)) return fail(Step::PidfdPoll, e);
+  pollfd p{fd, POLLIN, 0};
+  for (;;) {
+    const int n = ::poll(&p, 1, timeout_ms);
+    if (n >= 0) return n > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+    if (errno != EINTR) return fail(Step::PidfdPoll, errno);
+  }
+}
+
+void close(int fd) { ::close(fd); }
+
+pid_t gettid() { return static_cast<pid_t>(::pthread_mach_thread_np(::pthread_self())); }
+
+bool try_join(pthread_t thread) {
+  ::pthread_join(thread, nullptr);  // no try-join on Darwin; see os.h
+  return true;
+}
+
+void set_current_thread_name(const char* name) { ::pthread_setname_np(name); }
+
+bool current_stack_bounds(void** low, void** high) {
+  pthread_t self = ::pthread_self();
+  char* top = static_cast<char*>(::pthread_get_stackaddr_np(self));
+  *high = top;
+  *low = top - ::pthread_get_stacksize_np(self);
+  return true;
+}
+
+}  // namespace tcr::os

@@ -1,0 +1,26 @@
+// Running a thread's function on glibc, where pthread_exit and cancellation unwind the stack with
+// a "forced unwind" that C++ code must let through.
+#include <cxxabi.h>
+
+#include "threads/manager_core.h"
+
+namespace tcr {
+
+// no_sanitize("null"): UBSan reports binding the catch reference to a forced unwind, which has
+// no C++ object behind it; catching it by reference is what the GCC ABI documents.
+__attribute__((no_sanitize("null"))) void* ManagerCore::run_thread_function(Tcr* t) {
+  try {
+    return t->m_fn(*t);
+  } catch (abi::__forced_unwind&) {
+    // pthread_exit or cancellation inside the function: shut down now, then let the unwind go
+    // on (swallowing it aborts the process).
+    t->m_fn = nullptr;
+    shutdown_thread_tcr(*t, nullptr);
+    throw;
+  } catch (...) {
+    t->m_exception = std::current_exception();
+  }
+  return nullptr;
+}
+
+}  // namespace tcr

@@ -1,0 +1,131 @@
+// Every OS call on the spawn and adopt paths made to fail through the shim: the error names the
+// step and carries errno, the manager stays usable, and the ledger shows nothing leaked.
+#include <gtest/gtest.h>
+#include <errno.h>
+
+#include <thread>
+
+#include "runtime/os.h"
+#include "test_support.h"
+
+namespace tcr {
+namespace {
+
+struct Fault {
+  os::Call call;
+  int err;
+  Step step;
+  const char* name;
+};
+
+class SpawnFault : public ::testing::TestWithParam<Fault> {};
+
+TEST_P(SpawnFault, NamesTheStepLeaksNothingAndTheManagerRecovers) {
+  const Fault f = GetParam();
+  auto m = testing::make_manager();
+  ASSERT_NE(m, nullptr);
+  // Warm up so the baseline holds the steady state (GC heap, first arena).
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(m->join(*m->spawn("warm", [](Tcr&) { return nullptr; })));
+  const ResourceLedger ledger;
+  const ResourceCounts before = ledger.snapshot();
+  const ManagerStats stats_before = m->stats();
+  {
+    os::ScopedFault fault(f.call, 1, f.err);
+    bool ran = false;
+    Result<ThreadRef> t = m->spawn("doomed", [&](Tcr&) {
+      ran = true;
+      return nullptr;
+    });
+    ASSERT_FALSE(t) << "spawn succeeded despite a failing " << os::to_string(f.call);
+    EXPECT_EQ(t.error().step, f.step) << t.error().message();
+    EXPECT_EQ(t.error().code, f.err);
+    EXPECT_NE(t.error().message().find(strerrorname_np(f.err)), std::string::npos)
+        << t.error().message();
+    EXPECT_FALSE(ran);
+  }
+  testing::expect_no_leak(before, ledger.snapshot());
+  const ManagerStats s = m->stats();
+  EXPECT_EQ(s.live, 0u);
+  EXPECT_EQ(s.spawned, stats_before.spawned);
+  EXPECT_EQ(s.free_records, s.records);  // the record went back to the free list
+  // Usable afterwards.
+  Result<ThreadRef> t = m->spawn("after", [](Tcr&) { return testing::as_ptr(3); });
+  ASSERT_TRUE(t) << t.error().message();
+  EXPECT_EQ(testing::as_int(*m->join(*t)), 3u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryAcquisition, SpawnFault,
+    ::testing::Values(Fault{os::Call::Mmap, ENOMEM, Step::StackMmap, "StackMmap"},
+                      Fault{os::Call::Mprotect, ENOMEM, Step::StackGuardMprotect, "GuardPage"},
+                      Fault{os::Call::PthreadCreate, EAGAIN, Step::PthreadCreate, "PthreadCreate"},
+                      Fault{os::Call::PidfdOpen, EMFILE, Step::PidfdOpen, "PidfdOpen"},
+                      Fault{os::Call::GcRegister, ENOMEM, Step::GcRegister, "GcRegister"}),
+    [](const ::testing::TestParamInfo<Fault>& p) { return p.param.name; });
+
+class AdoptFault : public ::testing::TestWithParam<Fault> {};
+
+TEST_P(AdoptFault, NamesTheStepLeaksNothingAndTheThreadCanRetry) {
+  const Fault f = GetParam();
+  auto m = testing::make_manager();
+  const ResourceLedger ledger;
+  std::thread foreign([&] {
+    const ResourceCounts before = ledger.snapshot();
+    {
+      os::ScopedFault fault(f.call, 1, f.err);
+      Result<Tcr*> t = m->adopt_current_thread("callback");
+      ASSERT_FALSE(t);
+      EXPECT_EQ(t.error().step, f.step) << t.error().message();
+      EXPECT_EQ(t.error().code, f.err);
+    }
+    EXPECT_EQ(ThreadManager::current(), nullptr);
+    testing::expect_no_leak(before, ledger.snapshot());
+    Result<Tcr*> retry = m->adopt_current_thread("callback");
+    ASSERT_TRUE(retry) << retry.error().message();
+    ASSERT_TRUE(m->release_current_thread());
+  });
+  foreign.join();
+  EXPECT_TRUE(m->snapshot().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryAcquisition, AdoptFault,
+    ::testing::Values(Fault{os::Call::PidfdOpen, EMFILE, Step::PidfdOpen, "PidfdOpen"},
+                      Fault{os::Call::GcRegister, ENOMEM, Step::GcRegister, "GcRegister"}),
+    [](const ::testing::TestParamInfo<Fault>& p) { return p.param.name; });
+
+TEST(SpawnFaultUnderLoad, EveryTenthSpawnFailsAndNothingLeaks) {
+  auto m = testing::make_manager();
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(m->join(*m->spawn("warm", [](Tcr&) { return nullptr; })));
+  const ResourceLedger ledger;
+  const ResourceCounts before = ledger.snapshot();
+  const os::Call calls[] = {os::Call::Mmap, os::Call::Mprotect, os::Call::PthreadCreate,
+                            os::Call::PidfdOpen, os::Call::GcRegister};
+  int failures = 0;
+  for (int i = 0; i < 1000; ++i) {
+    if (i % 10 == 0) os::fail_nth(calls[(i / 10) % 5], 1, EAGAIN);
+    Result<ThreadRef> t = m->spawn("mixed", [](Tcr&) { return nullptr; });
+    if (!t) {
+      ++failures;
+      continue;
+    }
+    ASSERT_TRUE(m->join(*t));
+  }
+  os::clear_faults();
+  EXPECT_EQ(failures, 100);
+  testing::expect_no_leak(before, ledger.snapshot());
+}
+
+TEST(FaultPlan, FailsExactlyTheNthCallAndTheOnesAfterIt) {
+  const std::uint64_t start = os::call_count(os::Call::Poll);
+  os::fail_nth(os::Call::Poll, 2, EINTR, 2);
+  EXPECT_EQ(os::take_fault(os::Call::Poll), 0);
+  EXPECT_EQ(os::take_fault(os::Call::Poll), EINTR);
+  EXPECT_EQ(os::take_fault(os::Call::Poll), EINTR);
+  EXPECT_EQ(os::take_fault(os::Call::Poll), 0);
+  os::clear_faults();
+  EXPECT_EQ(os::call_count(os::Call::Poll), start + 4);
+}
+
+}  // namespace
+}  // namespace tcr

@@ -1,0 +1,145 @@
+// KernelThreadHandle: one pidfd per open, closed exactly once; signals reach the thread or fail
+// with ESRCH once it has exited; the tgkill fallback behaves the same while the thread lives.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <thread>
+
+#include "runtime/handle_table.h"
+#include "runtime/kernel_handle.h"
+#include "runtime/os.h"
+#include "runtime/resources.h"
+
+namespace tcr {
+
+// Tests may sign permits: they play the registry's part and keep the thread alive themselves.
+class SignalPermitForTesting {
+ public:
+  static SignalPermit make() { return SignalPermit{}; }
+};
+
+namespace {
+
+TEST(KernelThreadHandle, ThisKernelHasThreadPidfds) {
+  // The machine this project is tested on runs Linux >= 6.9; a fallback here would be news.
+  EXPECT_EQ(detected_handle_mode(), HandleMode::Pidfd);
+}
+
+TEST(KernelThreadHandle, OpensOnePidfdAndClosesItExactlyOnce) {
+  const ResourceLedger ledger;
+  const std::size_t before = ledger.snapshot().pidfds;
+  Result<KernelThreadHandle> h =
+      KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{77, "tester"});
+  ASSERT_TRUE(h) << h.error().message();
+  EXPECT_EQ(ledger.snapshot().pidfds, before + 1);
+  EXPECT_EQ(h->tid(), os::gettid());
+  HandleEntry entry{};
+  ASSERT_TRUE(HandleTable::instance().lookup(h->fd(), &entry));
+  EXPECT_EQ(entry.tcr_id, 77u);
+  EXPECT_STREQ(entry.name, "tester");
+  KernelThreadHandle moved = std::move(*h);
+  EXPECT_FALSE(h->valid());
+  moved.release();
+  moved.release();  // the second release is a no-op
+  EXPECT_EQ(ledger.snapshot().pidfds, before);
+}
+
+TEST(KernelThreadHandle, AStaleCloseDoesNotCloseAReusedFdNumber) {
+  Result<KernelThreadHandle> a =
+      KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{1, "a"});
+  ASSERT_TRUE(a);
+  const int fd = a->fd();
+  HandleEntry e{};
+  ASSERT_TRUE(HandleTable::instance().lookup(fd, &e));
+  const std::uint64_t old_serial = e.serial;
+  a->release();
+  Result<KernelThreadHandle> b =
+      KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{2, "b"});
+  ASSERT_TRUE(b);
+  ASSERT_EQ(b->fd(), fd);  // lowest free fd: the number is reused
+  EXPECT_FALSE(HandleTable::instance().close(fd, old_serial));
+  ASSERT_TRUE(HandleTable::instance().lookup(fd, &e));
+  EXPECT_EQ(e.tcr_id, 2u);
+}
+
+std::atomic<int> g_hits{0};
+void on_signal(int) { g_hits.fetch_add(1); }
+
+class Signalling : public ::testing::TestWithParam<HandleMode> {};
+
+TEST_P(Signalling, ReachesTheLiveThreadThenSaysItExited) {
+  struct sigaction sa {}, old{};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+  g_hits = 0;
+  std::atomic<bool> stop{false};
+  KernelThreadHandle handle;
+  std::atomic<bool> ready{false};
+  std::thread target([&] {
+    Result<KernelThreadHandle> h = KernelThreadHandle::open_current(GetParam(), HandleTag{5, "t"});
+    ASSERT_TRUE(h);
+    handle = std::move(*h);
+    ready = true;
+    while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  while (!ready.load()) std::this_thread::yield();
+  const SignalPermit permit = SignalPermitForTesting::make();
+  ASSERT_TRUE(handle.signal(SIGUSR1, permit));
+  while (g_hits.load() == 0) std::this_thread::yield();
+  EXPECT_TRUE(*handle.alive(permit));
+  stop = true;
+  target.join();
+  if (GetParam() == HandleMode::Pidfd) {
+    // The pidfd still names the exited thread: no stranger can be hit, whatever tid reuse does.
+    EXPECT_TRUE(*handle.wait_exit(1000));
+    EXPECT_FALSE(*handle.alive(permit));
+    Result<void> late = handle.signal(SIGUSR1, permit);
+    ASSERT_FALSE(late);
+    EXPECT_EQ(late.error().step, Step::ThreadExited);
+    EXPECT_EQ(late.error().code, ESRCH);
+  } else {
+    // Without a pidfd only the registry knows the thread is gone: wait_exit is refused.
+    EXPECT_FALSE(handle.wait_exit(0));
+  }
+  EXPECT_EQ(g_hits.load(), 1);
+  handle.release();
+  sigaction(SIGUSR1, &old, nullptr);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, Signalling,
+                         ::testing::Values(HandleMode::Pidfd, HandleMode::Tgkill),
+                         [](const ::testing::TestParamInfo<HandleMode>& p) {
+                           return p.param == HandleMode::Pidfd ? "Pidfd" : "Tgkill";
+                         });
+
+TEST(KernelThreadHandle, CloseExtrasKeepsOnlyTheTcrsOwnPidfd) {
+  Result<KernelThreadHandle> own =
+      KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{900, "own"});
+  ASSERT_TRUE(own);
+  std::vector<KernelThreadHandle> extras;
+  for (int i = 0; i < 4; ++i) {
+    extras.push_back(*KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{900, "own"}));
+  }
+  EXPECT_EQ(HandleTable::instance().count(900, HandleKind::Pidfd), 5u);
+  EXPECT_EQ(own->close_extras(), 4u);
+  EXPECT_EQ(HandleTable::instance().count(900, HandleKind::Pidfd), 1u);
+  extras.clear();  // their owners release late: each close is a no-op, nothing closed twice
+  EXPECT_EQ(HandleTable::instance().count(900, HandleKind::Pidfd), 1u);
+  own->release();
+  EXPECT_EQ(HandleTable::instance().count(900, HandleKind::Pidfd), 0u);
+}
+
+TEST(KernelThreadHandle, AFailedOpenReturnsTheErrorAndHoldsNothing) {
+  os::ScopedFault fault(os::Call::PidfdOpen, 1, EMFILE);
+  Result<KernelThreadHandle> h =
+      KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{3, "x"});
+  ASSERT_FALSE(h);
+  EXPECT_EQ(h.error().step, Step::PidfdOpen);
+  EXPECT_EQ(h.error().code, EMFILE);
+  EXPECT_EQ(HandleTable::instance().count(3, HandleKind::Pidfd), 0u);
+}
+
+}  // namespace
+}  // namespace tcr

@@ -1,0 +1,51 @@
+// Helpers shared by the tests: a manager per test, resource baselines, and waiting with a bound.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "runtime/resources.h"
+#include "threads/thread_manager.h"
+
+namespace tcr::testing {
+
+inline std::unique_ptr<ThreadManager> make_manager(ManagerOptions options = {}) {
+  Result<std::unique_ptr<ThreadManager>> m = ThreadManager::create(std::move(options));
+  EXPECT_TRUE(m.has_value()) << (m ? "" : m.error().message());
+  return m ? std::move(*m) : nullptr;
+}
+
+inline std::string describe(const Error& e) { return e.message(); }
+
+// Polls `done` until it holds or `limit` passes; a bound, not a timing assertion.
+inline bool eventually(const std::function<bool()>& done,
+                       std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+// Expects every counted resource back at its baseline (RSS within slack).
+inline void expect_no_leak(const ResourceCounts& before, const ResourceCounts& after,
+                           std::size_t rss_slack_kb = 4096) {
+  EXPECT_EQ(after.fds, before.fds);
+  EXPECT_EQ(after.pidfds, before.pidfds);
+  EXPECT_EQ(after.maps, before.maps);
+  EXPECT_EQ(after.threads, before.threads);
+  EXPECT_LE(after.rss_kb, before.rss_kb + rss_slack_kb);
+  EXPECT_EQ(ResourceLedger::diff(before, after, rss_slack_kb), "")
+      << ResourceLedger().dump();
+}
+
+inline void* as_ptr(std::uintptr_t v) { return reinterpret_cast<void*>(v); }
+inline std::uintptr_t as_int(void* p) { return reinterpret_cast<std::uintptr_t>(p); }
+
+}  // namespace tcr::testing

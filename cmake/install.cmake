@@ -1,0 +1,59 @@
+# Install rules: `cmake --install <build> [--prefix P]` puts
+#   P/include/tcr/{runtime,threads,exceptions}/*.h   (users write #include "threads/thread_manager.h")
+#   P/lib/libtcr.*                                    (target tcr, exported as tcr::tcr)
+#   P/lib/cmake/tcr/tcr{Config,ConfigVersion,Targets}.cmake   for find_package(tcr)
+#   P/lib/pkgconfig/tcr.pc                            for pkg-config --cflags --libs tcr
+# tests/install_consumer_test.sh builds a program against an installed tree both ways.
+include(GNUInstallDirs)
+include(CMakePackageConfigHelpers)
+
+set(TCR_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/tcr)
+# Must match the tcr target's INSTALL_INTERFACE include dir in the top-level CMakeLists.txt.
+set(TCR_INSTALL_INCLUDEDIR include/tcr)
+
+# The public headers use std::expected: whoever includes them needs C++23 too. The build itself
+# already compiles with CMAKE_CXX_STANDARD 23; this carries the requirement to tcr's users.
+target_compile_features(tcr PUBLIC cxx_std_23)
+
+# Headers, one folder per layer, folder kept. CONFIGURE_DEPENDS: a new header is picked up by the
+# next build without a manual re-configure.
+foreach(layer IN ITEMS runtime threads exceptions)
+  file(GLOB tcr_layer_headers CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/${layer}/*.h)
+  if(tcr_layer_headers)
+    install(FILES ${tcr_layer_headers} DESTINATION ${TCR_INSTALL_INCLUDEDIR}/${layer})
+  endif()
+endforeach()
+
+install(TARGETS tcr EXPORT tcrTargets
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(EXPORT tcrTargets NAMESPACE tcr:: DESTINATION ${TCR_INSTALL_CMAKEDIR})
+
+# find_package(tcr): the config re-finds what tcr::tcr links publicly (Threads, spdlog,
+# PkgConfig::BDWGC), then includes tcrTargets.cmake. Relocatable: paths are relative to the config.
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/tcrConfig.cmake.in
+                              ${PROJECT_BINARY_DIR}/tcrConfig.cmake
+                              INSTALL_DESTINATION ${TCR_INSTALL_CMAKEDIR})
+# 0.x: a minor release may break the API, so only the same major.minor is compatible.
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/tcrConfigVersion.cmake
+                                 VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/tcrConfig.cmake ${PROJECT_BINARY_DIR}/tcrConfigVersion.cmake
+        DESTINATION ${TCR_INSTALL_CMAKEDIR})
+
+# tcr.pc names absolute paths, so its prefix is filled in at install time: `cmake --install
+# --prefix P` may install elsewhere than the configured CMAKE_INSTALL_PREFIX. Configure time fills
+# in everything else and leaves @TCR_PC_PREFIX@ for the install step.
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+  set(TCR_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
+else()
+  set(TCR_PC_LIBDIR "\${prefix}/${CMAKE_INSTALL_LIBDIR}")
+endif()
+set(TCR_PC_INCLUDEDIR "\${prefix}/include")  # Cflags: -I${includedir}/tcr
+set(TCR_PC_PREFIX "@TCR_PC_PREFIX@")
+configure_file(${PROJECT_SOURCE_DIR}/cmake/tcr.pc.in ${PROJECT_BINARY_DIR}/tcr.pc.in @ONLY)
+install(CODE "
+  set(TCR_PC_PREFIX \"\${CMAKE_INSTALL_PREFIX}\")
+  configure_file(\"${PROJECT_BINARY_DIR}/tcr.pc.in\" \"${PROJECT_BINARY_DIR}/tcr.pc\" @ONLY)
+")
+install(FILES ${PROJECT_BINARY_DIR}/tcr.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs a built tcr into a temporary prefix and builds tests/install_consumer/main.cpp against
+# it twice: as a CMake project (find_package(tcr), tcr::tcr) and with plain g++ and pkg-config. Runs
+# both programs. Fails if anything is missing from the install, leaks a build-tree path, or fails
+# to configure, build or run.
+# usage: install_consumer_test.sh BUILD_DIR SOURCE_DIR [CXX [EXTRA_CXXFLAGS]]
+#   CXX, EXTRA_CXXFLAGS: the build's compiler and its sanitizer flags (a sanitized libtcr.a needs
+#   its runtime at link time); tests/CMakeLists.txt passes them.
+set -euo pipefail
+
+if (($# < 2)); then
+  echo "usage: $0 BUILD_DIR SOURCE_DIR [CXX [EXTRA_CXXFLAGS]]" >&2
+  exit 2
+fi
+build=$(cd "$1" && pwd)
+src=$(cd "$2" && pwd)
+cxx=${3:-c++}
+read -r -a extra_flags <<<"${4:-}"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tcr-install-test.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+prefix=$tmp/prefix
+consumer=$src/tests/install_consumer
+
+step() { printf '\n== %s\n' "$*"; }
+die() {
+  printf 'install_consumer_test: FAILED: %s\n' "$*" >&2
+  exit 1
+}
+
+step "cmake --install $build --prefix $prefix"
+cmake --install "$build" --prefix "$prefix"
+
+step "checking the installed tree"
+# Every header of every layer, in its folder under include/tcr.
+shopt -s nullglob
+for header in "$src"/runtime/*.h "$src"/threads/*.h "$src"/exceptions/*.h; do
+  rel=${header#"$src"/}
+  [[ -f $prefix/include/tcr/$rel ]] || die "header $rel not installed as include/tcr/$rel"
+done
+shopt -u nullglob
+config=$(find "$prefix" -path '*/cmake/tcr/tcrConfig.cmake' -print -quit)
+[[ -n $config ]] || die "no lib/cmake/tcr/tcrConfig.cmake"
+config_dir=$(dirname "$config")
+for f in tcrConfigVersion.cmake tcrTargets.cmake; do
+  [[ -f $config_dir/$f ]] || die "no $f next to tcrConfig.cmake"
+done
+pc=$(find "$prefix" -name tcr.pc -print -quit)
+[[ -n $pc ]] || die "no lib/pkgconfig/tcr.pc"
+[[ -n $(find "$prefix" -name 'libtcr.*' -print -quit) ]] || die "no libtcr installed"
+# The installed package must stand on its own: no path into the source or build tree.
+if grep -rnF -e "$src" -e "$build" "$config_dir" "$pc"; then
+  die "the installed package names a path in the source or build tree (above)"
+fi
+find "$prefix" -type f | sed "s|^$prefix/|  |" | sort
+
+step "find_package(tcr): configure, build, run"
+cmake -S "$consumer" -B "$tmp/cmake-build" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF -DCMAKE_CXX_COMPILER="$cxx" \
+  -DCMAKE_CXX_FLAGS="${extra_flags[*]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+found=$(sed -n 's/^tcr_DIR:PATH=//p' "$tmp/cmake-build/CMakeCache.txt")
+[[ $found == "$config_dir" ]] || die "find_package(tcr) found '$found', not the one just installed"
+cmake --build "$tmp/cmake-build"
+timeout 120 "$tmp/cmake-build/tcr_install_consumer" || die "the find_package(tcr) consumer failed"
+
+step "pkg-config tcr: build with g++, run"
+export PKG_CONFIG_PATH
+PKG_CONFIG_PATH=$(dirname "$pc")
+[[ $(pkg-config --variable=prefix tcr) == "$prefix" ]] ||
+  die "tcr.pc has prefix $(pkg-config --variable=prefix tcr), not $prefix"
+pc_flags=$(pkg-config --cflags --libs tcr) || die "pkg-config --cflags --libs tcr failed"
+echo "pkg-config --cflags --libs tcr: $pc_flags"
+read -r -a pc_flag_array <<<"$pc_flags"
+(
+  set -x
+  "$cxx" -std=c++23 "${extra_flags[@]}" "$consumer/main.cpp" -o "$tmp/pc-consumer" "${pc_flag_array[@]}"
+)
+# A shared libtcr (-DBUILD_SHARED_LIBS=ON) in a prefix the loader does not search.
+LD_LIBRARY_PATH=$(pkg-config --variable=libdir tcr)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+  timeout 120 "$tmp/pc-consumer" || die "the pkg-config consumer failed"
+
+echo
+echo "install_consumer_test: OK (find_package and pkg-config consumers built and ran)"

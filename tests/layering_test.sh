@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Checks the layering of the source tree (DESIGN.md, STYLE.md):
+#  - runtime/ includes neither threads/ nor exceptions/ (it is what they stand on);
+#  - threads/ includes no exceptions/ internals: only the headers named in EXCEPTIONS_PUBLIC below
+#    (none yet: exceptions/ stands on threads/, e.g. through ManagerOptions::exit_hooks);
+#  - invariant 5: no #if/#ifdef on __linux__/__APPLE__/__MACH__ outside backend files
+#    (*_linux.cpp, *_darwin.cpp) in runtime/, threads/, exceptions/.
+# Prints every offending line as file:line: text and exits 1 if there is any.
+# usage: layering_test.sh [SOURCE_DIR]   (default: the repository this script is in)
+set -euo pipefail
+
+src=${1:-$(dirname "${BASH_SOURCE[0]}")/..}
+cd "$src"
+
+# exceptions/ headers that threads/ may include, as "exceptions/name.h", space-separated.
+EXCEPTIONS_PUBLIC=""
+
+status=0
+report() {  # report TITLE LINES
+  if [[ -n $2 ]]; then
+    printf 'layering: %s\n%s\n\n' "$1" "$2"
+    status=1
+  fi
+}
+
+sources() {  # C/C++ files under the given folders (missing folders are skipped)
+  local dirs=()
+  for d in "$@"; do [[ -d $d ]] && dirs+=("$d"); done
+  ((${#dirs[@]})) || return 0
+  find "${dirs[@]}" -type f \( -name '*.h' -o -name '*.hpp' -o -name '*.cpp' -o -name '*.cc' \
+    -o -name '*.c' -o -name '*.inc' -o -name '*.ipp' \) | LC_ALL=C sort
+}
+
+# grep_lines PATTERN FILE... : "file:line: text" for each matching line; nothing if no file matches.
+grep_lines() {
+  local pattern=$1
+  shift
+  (($#)) || return 0
+  grep -nHE "$pattern" "$@" || true
+}
+
+include_of() {  # an #include of "<layer>/..." (also <...> and ../<layer>/...)
+  printf '^[[:space:]]*#[[:space:]]*include[[:space:]]*[<"](\\.\\./)*(%s)/' "$1"
+}
+
+mapfile -t runtime_files < <(sources runtime)
+report "runtime/ must not include threads/ or exceptions/:" \
+  "$(grep_lines "$(include_of 'threads|exceptions')" "${runtime_files[@]}")"
+
+mapfile -t threads_files < <(sources threads)
+threads_hits=$(grep_lines "$(include_of exceptions)" "${threads_files[@]}")
+if [[ -n $threads_hits ]]; then
+  bad=""
+  while IFS= read -r line; do
+    header=$(sed -E 's|.*[<"](\.\./)*(exceptions/[^">]*)[">].*|\2|' <<<"$line")
+    [[ " $EXCEPTIONS_PUBLIC " == *" $header "* ]] || bad+="$line"$'\n'
+  done <<<"$threads_hits"
+  report "threads/ must not include exceptions/ internals (public ones are listed in EXCEPTIONS_PUBLIC in $0):" \
+    "${bad%$'\n'}"
+fi
+
+mapfile -t core_files < <(sources runtime threads exceptions | grep -vE '_(linux|darwin)\.cpp$' || true)
+report "platform #if outside a backend file (*_linux.cpp, *_darwin.cpp); invariant 5:" \
+  "$(grep_lines '^[[:space:]]*#[[:space:]]*(if|ifdef|ifndef|elif|elifdef|elifndef)\b.*\b(__linux__|__linux|__gnu_linux__|__APPLE__|__MACH__)\b' "${core_files[@]}")"
+
+if ((status == 0)); then
+  echo "layering: OK (${#runtime_files[@]} runtime/, ${#threads_files[@]} threads/, ${#core_files[@]} core files checked)"
+fi
+exit "$status"

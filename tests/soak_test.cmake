@@ -1,0 +1,86 @@
+# Soak and benchmark smoke tests: the tools run end to end and print the JSON their readers rely
+# on. The pass/fail of a soak is its exit status (0: every kernel resource came back to baseline);
+# timings are printed, never asserted, because the machine is shared and noisy.
+#
+# One file, two uses:
+#  - include()d from tests/CMakeLists.txt, it registers the ctest tests (when the tools are built);
+#  - run as `cmake -DCOMMAND=... -DARGS=... -DKEYS=... -P soak_test.cmake` by those tests, it runs
+#    the tool, fails unless it exits with EXPECT_EXIT (default 0), and checks that stdout is one
+#    JSON object with every key of KEYS (dotted paths: "baseline.pidfds").
+
+if(CMAKE_SCRIPT_MODE_FILE)
+  separate_arguments(args UNIX_COMMAND "${ARGS}")
+  execute_process(COMMAND "${COMMAND}" ${args}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT DEFINED EXPECT_EXIT)
+    set(EXPECT_EXIT 0)
+  endif()
+  if(NOT rc STREQUAL "${EXPECT_EXIT}")
+    message(FATAL_ERROR "${COMMAND} ${ARGS} exited with ${rc}, expected ${EXPECT_EXIT}\n"
+                        "stdout:\n${out}\nstderr:\n${err}")
+  endif()
+  string(JSON type ERROR_VARIABLE json_error TYPE "${out}")
+  if(json_error OR NOT type STREQUAL "OBJECT")
+    message(FATAL_ERROR "stdout is not one JSON object (${json_error}):\n${out}")
+  endif()
+  separate_arguments(keys UNIX_COMMAND "${KEYS}")
+  foreach(key IN LISTS keys)
+    string(REPLACE "." ";" path "${key}")
+    string(JSON value ERROR_VARIABLE json_error GET "${out}" ${path})
+    if(json_error)
+      message(FATAL_ERROR "JSON key '${key}' missing: ${json_error}\n${out}")
+    endif()
+  endforeach()
+  if(DEFINED EXPECT_THREADS)
+    string(JSON threads GET "${out}" threads)
+    if(NOT threads EQUAL EXPECT_THREADS)
+      message(FATAL_ERROR "threads is ${threads}, expected ${EXPECT_THREADS}")
+    endif()
+  endif()
+  message(STATUS "${out}")
+  return()
+endif()
+
+set(_tcr_counts fds pidfds maps threads rss_kb)
+set(_tcr_soak_keys threads us_per_thread_first us_per_thread_last ratio handle_mode seconds)
+foreach(which baseline final)
+  foreach(count IN LISTS _tcr_counts)
+    list(APPEND _tcr_soak_keys ${which}.${count})
+  endforeach()
+endforeach()
+list(JOIN _tcr_soak_keys " " _tcr_soak_keys)
+
+# name, expected thread count, tcr-soak arguments
+function(_tcr_add_soak_test name threads)
+  list(JOIN ARGN " " extra)
+  add_test(NAME ${name}
+           COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-soak>
+                   "-DARGS=--threads ${threads} --json ${extra}" "-DKEYS=${_tcr_soak_keys}"
+                   -DEXPECT_THREADS=${threads} -P ${CMAKE_CURRENT_FUNCTION_LIST_FILE})
+  set_tests_properties(${name} PROPERTIES LABELS soak TIMEOUT 180)
+endfunction()
+
+if(TARGET tcr-soak)
+  # The foo loop, detached + semaphore, the way CCL's process-run-function runs it.
+  _tcr_add_soak_test(Soak.DetachedThreadsReturnEveryResource 20000)
+  _tcr_add_soak_test(Soak.JoinedThreadsReturnEveryResource 5000 --joinable)
+  # The fallback for kernels before 6.9: no pidfd per thread, tgkill under the registry lock.
+  _tcr_add_soak_test(Soak.TgkillModeReturnsEveryResource 5000 --handle-mode tgkill)
+  _tcr_add_soak_test(Soak.WithoutGcReturnsEveryResource 5000 --no-gc)
+  # The soak must catch the seeds' kind of bug: one fd leaked per thread exits 1, still with JSON.
+  add_test(NAME Soak.ReportsAFdLeakedPerThread
+           COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-soak>
+                   "-DARGS=--threads 200 --json --inject-leak" "-DKEYS=${_tcr_soak_keys} grew.0"
+                   -DEXPECT_EXIT=1 -P ${CMAKE_CURRENT_LIST_FILE})
+  set_tests_properties(Soak.ReportsAFdLeakedPerThread PROPERTIES LABELS soak TIMEOUT 60)
+endif()
+
+if(TARGET tcr-bench)
+  # Small enough to take a second or two: it checks that every variant runs and reports.
+  add_test(NAME Bench.SpawnReportsEveryVariant
+           COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench>
+                   "-DARGS=spawn --threads 200 --rounds 3 --history-window 500 --history-after 2000 --json"
+                   "-DKEYS=bench variants.pthread.us_per_thread variants.gc_pthread.us_per_thread variants.tcr_join.us_per_thread variants.tcr_detach.us_per_thread variants.tcr_join.ratio_to_pthread history.ratio seconds"
+                   -P ${CMAKE_CURRENT_LIST_FILE})
+  set_tests_properties(Bench.SpawnReportsEveryVariant PROPERTIES LABELS bench TIMEOUT 180)
+endif()

@@ -206,6 +206,9 @@ void* ManagerCore::report_start_failure(Tcr* t, Error error) {
 void* ManagerCore::thread_entry(void* arg) {
   Tcr* t = static_cast<Tcr*>(arg);
   ManagerCore* core = t->m_core;
+  // Every reader of m_pthread (spawn on a failed start, join, the reaper) reads it after a
+  // handshake, semaphore or lock that this thread passes later.
+  t->m_pthread = pthread_self();
   detail::t_current = t;
   t->m_tid = os::gettid();
   if (!t->m_name.empty()) os::set_current_thread_name(t->m_name.c_str());
@@ -333,6 +336,9 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstack(&attr, t->m_stack_low, stack);
+  // Read before the thread exists: a detached thread may finish, and a concurrent spawn may reap
+  // and recycle its record, before the handshake below returns.
+  const std::uint64_t id = t->m_id;
   t->m_state.store(TcrState::Starting, std::memory_order_release);
   Result<pthread_t> thread = os::pthread_create(&attr, ManagerCore::thread_entry, t);
   pthread_attr_destroy(&attr);
@@ -342,7 +348,8 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
     core.abandon_record(t);
     return std::unexpected(thread.error());
   }
-  t->m_pthread = *thread;
+  // t->m_pthread is written by the thread itself (thread_entry), not here: a detached thread can
+  // finish and be reaped by another spawner before pthread_create even returns to us.
 
   // The start handshake: the thread opens its kernel handle and registers with the GC before it
   // runs anything, and a failure there comes back to our caller, not as a half-started thread.
@@ -356,7 +363,6 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
     log::warn("spawn '{}' failed: {}", name, error.message());
     return std::unexpected(std::move(error));
   }
-  const std::uint64_t id = t->m_id;
   {
     std::lock_guard lock(core.mutex);
     ++core.stats.spawned;
@@ -560,6 +566,11 @@ std::size_t ThreadManager::reap(bool wait) {
 
 Result<void> ThreadManager::shutdown() {
   ManagerCore& core = *m_core;
+  if (const Tcr* self = Tcr::current();
+      self != nullptr && self->m_core == &core && !self->m_adopted) {
+    return fail(Step::BadArgument, 0, "shutdown from one of the manager's own threads would wait "
+                                      "for itself");
+  }
   std::size_t adopted;
   {
     std::unique_lock lock(core.mutex);

@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 #include <errno.h>
 
+#include <atomic>
+#include <chrono>
 #include <thread>
+
+#include "runtime/kernel_handle.h"
 
 #include "runtime/os.h"
 #include "test_support.h"
@@ -125,6 +129,59 @@ TEST(FaultPlan, FailsExactlyTheNthCallAndTheOnesAfterIt) {
   EXPECT_EQ(os::take_fault(os::Call::Poll), 0);
   os::clear_faults();
   EXPECT_EQ(os::call_count(os::Call::Poll), start + 4);
+}
+
+}  // namespace
+}  // namespace tcr
+
+namespace tcr {
+namespace {
+
+// The message path: a failing pidfd_send_signal or tgkill comes back as that step with its errno,
+// and the thread is unharmed.
+class SignalFault : public ::testing::TestWithParam<HandleModeChoice> {};
+
+TEST_P(SignalFault, NamesTheStepAndLeavesTheThreadAlone) {
+  ManagerOptions options;
+  options.handle_mode = GetParam();
+  auto m = testing::make_manager(std::move(options));
+  std::atomic<bool> stop{false};
+  Result<ThreadRef> t = m->spawn("target", [&](Tcr&) {
+    while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return testing::as_ptr(9);
+  });
+  ASSERT_TRUE(t);
+  const bool pidfd = m->handle_mode() == HandleMode::Pidfd;
+  {
+    os::ScopedFault fault(pidfd ? os::Call::PidfdSendSignal : os::Call::Tgkill, 1, EPERM);
+    Result<void> r = m->signal(*t, 0);
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().step, pidfd ? Step::PidfdSendSignal : Step::Tgkill);
+    EXPECT_EQ(r.error().code, EPERM);
+    EXPECT_NE(r.error().message().find("EPERM"), std::string::npos) << r.error().message();
+  }
+  EXPECT_TRUE(m->signal(*t, 0));  // the next one goes through
+  stop = true;
+  Result<void*> v = m->join(*t);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(testing::as_int(*v), 9u);
+}
+
+INSTANTIATE_TEST_SUITE_P(HandleModes, SignalFault,
+                         ::testing::Values(HandleModeChoice::Pidfd, HandleModeChoice::Tgkill),
+                         [](const ::testing::TestParamInfo<HandleModeChoice>& p) {
+                           return p.param == HandleModeChoice::Pidfd ? "Pidfd" : "Tgkill";
+                         });
+
+TEST(PollFault, AFailingPollOfAPidfdIsAnErrorNotADeadThread) {
+  Result<KernelThreadHandle> h =
+      KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{4242, "poller"});
+  ASSERT_TRUE(h);
+  os::ScopedFault fault(os::Call::Poll, 1, ENOMEM);
+  Result<bool> exited = h->wait_exit(0);
+  ASSERT_FALSE(exited);
+  EXPECT_EQ(exited.error().step, Step::PidfdPoll);
+  EXPECT_EQ(exited.error().code, ENOMEM);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 // pthread_join or a user callback (except for_each, which says so).
 #pragma once
 
+#include <semaphore.h>
+
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -16,6 +18,14 @@
 #include "threads/thread_manager.h"
 
 namespace tcr {
+
+// The start handshake between spawn() and the new thread. It lives on the spawner's stack; the
+// new thread fills it in, posts `started` and never touches it again.
+struct StartHandshake {
+  sem_t started;
+  bool failed = false;
+  Error error{Step::BadArgument, 0, {}, nullptr};
+};
 
 class ManagerCore {
  public:

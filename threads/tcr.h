@@ -28,6 +28,7 @@ namespace tcr {
 
 class Tcr;
 class ManagerCore;
+struct StartHandshake;  // threads/manager_core.h
 void shutdown_thread_tcr(Tcr& t, void* result);  // threads/shutdown.cpp
 
 // What a spawned thread runs. Its result is kept in a GC-visible slot until join.
@@ -112,9 +113,9 @@ class Tcr {
 
   // Start handshake and exit publication.
   ThreadFunction m_fn;
-  sem_t m_started;            // posted by the new thread once Running, or once it failed to start
-  Error m_start_error{Step::BadArgument, 0, {}, nullptr};
-  bool m_start_failed = false;
+  // On the spawner's stack, not in the record: once the new thread has posted it, the record may
+  // be reaped and reused (a quick detached thread) before the spawner wakes up to read it.
+  StartHandshake* m_handshake = nullptr;
   sem_t m_exited;             // posted by shutdown_thread_tcr step 7
   std::exception_ptr m_exception;
 

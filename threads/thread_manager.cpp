@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "runtime/gc.h"
 #include "runtime/log.h"
@@ -64,7 +65,6 @@ ManagerCore::ManagerCore(ManagerOptions opts, HandleMode handle_mode)
 
 ManagerCore::~ManagerCore() {
   for (Tcr* t : records) {
-    sem_destroy(&t->m_started);
     sem_destroy(&t->m_exited);
     gc::free_slots(t->m_slots, options.gc);
     delete t;
@@ -98,7 +98,6 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
       gc::free_slots(slots, options.gc);
       return fail(Step::TcrAllocate, ENOMEM);
     }
-    sem_init(&t->m_started, 0, 0);
     sem_init(&t->m_exited, 0, 0);
     t->m_core = this;
     lock.lock();
@@ -120,7 +119,7 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
   t->m_detached = false;
   t->m_joining = false;
   t->m_gc_registered = false;
-  t->m_start_failed = false;
+  t->m_handshake = nullptr;
   t->m_exception = nullptr;
   t->m_tid = 0;
   t->m_mach_port = mach::kPortNull;
@@ -196,10 +195,11 @@ void ManagerCore::leave_registry_locked(Tcr* t) {
 // ---- the new thread ----------------------------------------------------------------------------
 
 void* ManagerCore::report_start_failure(Tcr* t, Error error) {
-  t->m_start_error = std::move(error);
-  t->m_start_failed = true;
+  StartHandshake* hs = std::exchange(t->m_handshake, nullptr);
+  hs->error = std::move(error);
+  hs->failed = true;
   detail::t_current = nullptr;
-  sem_post(&t->m_started);  // spawn() joins this thread and releases everything it acquired
+  sem_post(&hs->started);  // spawn() joins this thread and releases everything it acquired
   return nullptr;
 }
 
@@ -230,9 +230,10 @@ void* ManagerCore::thread_entry(void* arg) {
       return report_start_failure(t, registered.error());
     }
   }
-  core->enter_registry(t);
   log::debug("thread #{} '{}' started, tid {}", t->m_id, t->m_name, t->m_tid);
-  sem_post(&t->m_started);
+  StartHandshake* hs = std::exchange(t->m_handshake, nullptr);
+  core->enter_registry(t);
+  sem_post(&hs->started);  // the last touch of the spawner's handshake
 
   void* result = run_thread_function(t);
   // The closure's captures are destroyed here, on the thread, before shutdown.
@@ -339,10 +340,14 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   // Read before the thread exists: a detached thread may finish, and a concurrent spawn may reap
   // and recycle its record, before the handshake below returns.
   const std::uint64_t id = t->m_id;
+  StartHandshake handshake;
+  sem_init(&handshake.started, 0, 0);
+  t->m_handshake = &handshake;
   t->m_state.store(TcrState::Starting, std::memory_order_release);
   Result<pthread_t> thread = os::pthread_create(&attr, ManagerCore::thread_entry, t);
   pthread_attr_destroy(&attr);
   if (!thread) {
+    sem_destroy(&handshake.started);
     os::munmap(t->m_stack_map, total);
     t->m_stack_map = nullptr;
     core.abandon_record(t);
@@ -353,12 +358,16 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
 
   // The start handshake: the thread opens its kernel handle and registers with the GC before it
   // runs anything, and a failure there comes back to our caller, not as a half-started thread.
-  sem_wait_uninterrupted(&t->m_started);
-  if (t->m_start_failed) {
+  // After a successful start the record may already be reaped and reused (a quick detached
+  // thread), so from here on only the handshake is read, and the record only on failure, when
+  // the thread never entered the registry and nobody else can reach it.
+  sem_wait_uninterrupted(&handshake.started);
+  sem_destroy(&handshake.started);
+  if (handshake.failed) {
     pthread_join(t->m_pthread, nullptr);
     os::munmap(t->m_stack_map, total);
     t->m_stack_map = nullptr;
-    Error error = std::move(t->m_start_error);
+    Error error = std::move(handshake.error);
     core.abandon_record(t);
     log::warn("spawn '{}' failed: {}", name, error.message());
     return std::unexpected(std::move(error));

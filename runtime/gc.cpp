@@ -11,6 +11,7 @@
 
 #include <cstdlib>
 #include <mutex>
+#include <new>
 
 #include "runtime/log.h"
 #include "runtime/os.h"
@@ -68,18 +69,33 @@ Result<void*> current_stack_base() {
   return sb.mem_base;
 }
 
-void** allocate_slots(std::size_t count, bool scanned) {
-  const std::size_t bytes = count * sizeof(void*);
-  void* p = scanned ? GC_MALLOC_UNCOLLECTABLE(bytes) : std::calloc(count, sizeof(void*));
-  return static_cast<void**>(p);
+RootArena::RootArena(std::size_t block_words, bool scanned)
+    : m_block_words(block_words), m_scanned(scanned) {}
+
+RootArena::~RootArena() {
+  const std::size_t bytes = kBlocksPerChunk * m_block_words * sizeof(void*);
+  for (void** chunk : m_chunks) {
+    if (m_scanned) GC_remove_roots(chunk, reinterpret_cast<char*>(chunk) + bytes);
+    std::free(chunk);
+  }
 }
 
-void free_slots(void** slots, bool scanned) {
-  if (scanned) {
-    GC_FREE(slots);
-  } else {
-    std::free(slots);
+void** RootArena::allocate() {
+  if (m_used_in_chunk == kBlocksPerChunk) {
+    const std::size_t bytes = kBlocksPerChunk * m_block_words * sizeof(void*);
+    void** chunk = static_cast<void**>(std::calloc(kBlocksPerChunk * m_block_words, sizeof(void*)));
+    if (chunk == nullptr) return nullptr;
+    try {
+      m_chunks.push_back(chunk);
+    } catch (const std::bad_alloc&) {
+      std::free(chunk);
+      return nullptr;
+    }
+    // One root set per chunk, not per block: Boehm's root table is small and fixed.
+    if (m_scanned) GC_add_roots(chunk, reinterpret_cast<char*>(chunk) + bytes);
+    m_used_in_chunk = 0;
   }
+  return m_chunks.back() + m_block_words * m_used_in_chunk++;
 }
 
 }  // namespace tcr::gc

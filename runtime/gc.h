@@ -1,11 +1,12 @@
 // Boehm GC glue. initialize() must run on the process's main thread (Boehm's rule for GC_INIT);
 // it also calls GC_allow_register_threads() so threads that tcr creates with plain pthread_create
 // can register themselves. A registered thread's stack, from its stack pointer to the base it gave,
-// is scanned conservatively; so are the TCR slot blocks, which come from
-// GC_MALLOC_UNCOLLECTABLE: a runtime may keep GC pointers there.
+// is scanned conservatively; so are the TCR slot blocks (RootArena): a runtime may keep GC
+// pointers there.
 #pragma once
 
 #include <cstddef>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -24,9 +25,28 @@ void unregister_current_thread();
 // adopted threads, whose stacks tcr did not map.
 Result<void*> current_stack_base();
 
-// Zeroed memory for TCR slots: with scanned=true GC-scanned and never collected
-// (GC_MALLOC_UNCOLLECTABLE), else plain calloc for managers created without the GC.
-void** allocate_slots(std::size_t count, bool scanned);
-void free_slots(void** slots, bool scanned);
+// Memory for TCR slot blocks: zeroed, fixed-size blocks that the collector scans as roots and
+// never frees, carved from malloc'd chunks each registered once with GC_add_roots (or not
+// registered, for managers without the GC). Unlike GC_MALLOC_UNCOLLECTABLE, allocating here never
+// starts a collection, so a thread the GC does not know (a foreign thread being adopted, or a
+// spawner that is not registered) may do it; Boehm aborts a collection started by such a thread.
+// Blocks live as long as the arena. Not thread-safe: the owner serializes calls.
+class RootArena {
+ public:
+  RootArena(std::size_t block_words, bool scanned);
+  ~RootArena();
+  RootArena(const RootArena&) = delete;
+  RootArena& operator=(const RootArena&) = delete;
+
+  // A zeroed block of block_words words, or nullptr when memory is exhausted.
+  void** allocate();
+
+ private:
+  static constexpr std::size_t kBlocksPerChunk = 64;
+  std::size_t m_block_words;
+  bool m_scanned;
+  std::size_t m_used_in_chunk = kBlocksPerChunk;  // blocks handed out from the newest chunk
+  std::vector<void**> m_chunks;
+};
 
 }  // namespace tcr::gc

@@ -30,6 +30,7 @@ TEST_P(SpawnFault, NamesTheStepLeaksNothingAndTheManagerRecovers) {
   ASSERT_NE(m, nullptr);
   // Warm up so the baseline holds the steady state (GC heap, first arena).
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(m->join(*m->spawn("warm", [](Tcr&) { return nullptr; })));
+  m->trim();  // no cached stack: the failing spawn must map one, and give it back on failure
   const ResourceLedger ledger;
   const ResourceCounts before = ledger.snapshot();
   const ManagerStats stats_before = m->stats();
@@ -49,6 +50,7 @@ TEST_P(SpawnFault, NamesTheStepLeaksNothingAndTheManagerRecovers) {
   }
   testing::expect_no_leak(before, ledger.snapshot());
   const ManagerStats s = m->stats();
+  EXPECT_EQ(s.cached_stacks, 0u);  // the failed spawn's stack was unmapped, not cached
   EXPECT_EQ(s.live, 0u);
   EXPECT_EQ(s.spawned, stats_before.spawned);
   EXPECT_EQ(s.free_records, s.records);  // the record went back to the free list
@@ -101,13 +103,17 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(SpawnFaultUnderLoad, EveryTenthSpawnFailsAndNothingLeaks) {
   auto m = testing::make_manager();
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(m->join(*m->spawn("warm", [](Tcr&) { return nullptr; })));
+  m->trim();
   const ResourceLedger ledger;
   const ResourceCounts before = ledger.snapshot();
   const os::Call calls[] = {os::Call::Mmap, os::Call::Mprotect, os::Call::PthreadCreate,
                             os::Call::PidfdOpen, os::Call::GcRegister};
   int failures = 0;
   for (int i = 0; i < 1000; ++i) {
-    if (i % 10 == 0) os::fail_nth(calls[(i / 10) % 5], 1, EAGAIN);
+    if (i % 10 == 0) {
+      m->trim();  // so the armed spawn maps a stack, and a cached one cannot skip the mmap fault
+      os::fail_nth(calls[(i / 10) % 5], 1, EAGAIN);
+    }
     Result<ThreadRef> t = m->spawn("mixed", [](Tcr&) { return nullptr; });
     if (!t) {
       ++failures;
@@ -117,6 +123,7 @@ TEST(SpawnFaultUnderLoad, EveryTenthSpawnFailsAndNothingLeaks) {
   }
   os::clear_faults();
   EXPECT_EQ(failures, 100);
+  m->trim();
   testing::expect_no_leak(before, ledger.snapshot());
 }
 

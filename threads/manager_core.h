@@ -8,12 +8,14 @@
 #include <semaphore.h>
 
 #include <condition_variable>
+#include <functional>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "runtime/gc.h"
 #include "threads/tcr.h"
 #include "threads/thread_manager.h"
 
@@ -34,9 +36,10 @@ class ManagerCore {
 
   const ManagerOptions options;
   const HandleMode mode;
+  gc::RootArena slot_arena;  // TCR slot blocks (under mutex)
 
   mutable std::mutex mutex;
-  // Notified when managed_live or detached_live reaches 0.
+  // Notified when managed_live, detached_live or reapers_busy goes down.
   std::condition_variable all_exited;
 
   // Takes a record from the free list (or allocates one), gives it a fresh id and marks it
@@ -44,6 +47,9 @@ class ManagerCore {
   Result<Tcr*> acquire_record(bool adopted);
   // Gives back a record whose thread never ran (a failed spawn or adoption).
   void abandon_record(Tcr* t);
+  // Under the lock: puts a record on the free list with its slots cleared, so a reaped thread's
+  // GC objects are not kept alive by a record waiting for reuse.
+  void free_record_locked(Tcr* t);
   // The thread is gone: releases its last kernel-handle reference and its stack, and returns the
   // record to the free list. The caller must have made sure nothing else can reach the record.
   void reap_record(Tcr* t);
@@ -59,6 +65,9 @@ class ManagerCore {
   static void* report_start_failure(Tcr* t, Error error);
   // Runs the thread's function; an escaped exception is kept for the joiner.
   static void* run_thread_function(Tcr* t);
+  // Runs one exit hook (shutdown step 1); an exception is logged and ignored. A hook that exits
+  // the thread (pthread_exit) would leave the teardown half done: that is fatal, and said so.
+  static void run_exit_hook(const std::function<void(Tcr&)>& hook, Tcr& t);
 
   // Registry and lists (under mutex).
   std::vector<Tcr*> registry;
@@ -71,6 +80,8 @@ class ManagerCore {
   std::size_t detached_live = 0;  // of which detached; reap(true) waits for them
   std::size_t adopted_live = 0;
   std::size_t dead_unreaped = 0;
+  std::size_t cached_stacks = 0;  // free records that kept their thread's stack mapping
+  std::size_t reapers_busy = 0;   // reap() calls releasing records they took off the zombie list
   bool shut_down = false;
   ManagerStats stats;
 };

@@ -2,6 +2,9 @@
 // a "forced unwind" that C++ code must let through.
 #include <cxxabi.h>
 
+#include <exception>
+
+#include "runtime/log.h"
 #include "threads/manager_core.h"
 
 namespace tcr {
@@ -21,6 +24,19 @@ __attribute__((no_sanitize("null"))) void* ManagerCore::run_thread_function(Tcr*
     t->m_exception = std::current_exception();
   }
   return nullptr;
+}
+
+__attribute__((no_sanitize("null"))) void ManagerCore::run_exit_hook(
+    const std::function<void(Tcr&)>& hook, Tcr& t) {
+  try {
+    hook(t);
+  } catch (abi::__forced_unwind&) {
+    log::error("exit hook of thread #{} '{}' called pthread_exit: exit hooks must return",
+               t.m_id, t.m_name);
+    std::terminate();
+  } catch (...) {
+    log::error("exit hook of thread #{} '{}' threw; ignored", t.m_id, t.m_name);
+  }
 }
 
 }  // namespace tcr

@@ -16,6 +16,10 @@ namespace tcr {
 
 void shutdown_thread_tcr(Tcr& t, void* result) {
   ManagerCore& core = *t.m_core;
+  // No cancellation inside the teardown (a log write is a cancellation point); an adopted thread
+  // that releases itself early gets its own setting back at the end.
+  int cancel_state = PTHREAD_CANCEL_DISABLE;
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
   t.m_state.store(TcrState::Exiting, std::memory_order_release);
 
   // 1. The runtime's exit hooks run first, while the thread is still fully itself: registered
@@ -23,11 +27,7 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
   //    result is published into a GC-visible slot, so a GC pointer returned by the thread stays
   //    alive until join reads it.
   for (const std::function<void(Tcr&)>& hook : core.options.exit_hooks) {
-    try {
-      hook(t);
-    } catch (...) {
-      log::error("exit hook of thread #{} '{}' threw; ignored", t.m_id, t.m_name);
-    }
+    ManagerCore::run_exit_hook(hook, t);
   }
   t.m_slots[Tcr::kResultSlot] = result;
 
@@ -76,6 +76,9 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
   //    thread of ours to wait for, releases its handle and record right here.
   const bool adopted = t.m_adopted;
   log::debug("thread #{} '{}' exiting", t.m_id, t.m_name);  // last look at the record's name
+  // Before the record can go back on the free list (adopted threads, below): from here on
+  // nothing on this thread, a signal handler included, may take it for its own.
+  detail::t_current = nullptr;
   std::shared_ptr<ManagerCore> keep_core;
   {
     std::lock_guard lock(core.mutex);
@@ -85,13 +88,9 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
       // Nobody can reach the record any more (it is out of the registry and adopted threads
       // cannot be joined), so its handle is released now, under the lock that signal() holds.
       t.m_handle.release();
-      t.m_id = 0;
-      t.m_state.store(TcrState::Free, std::memory_order_release);
-      t.m_next = core.free_list;
-      core.free_list = &t;
-      ++core.free_count;
-      ++core.stats.reaped;
       keep_core = std::move(t.m_core_ref);
+      core.free_record_locked(&t);
+      ++core.stats.reaped;
     } else {
       ++core.dead_unreaped;
       if (t.m_detached) {
@@ -104,12 +103,12 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
     }
   }
   // An adopted record may already belong to another thread: no more touching it.
-  detail::t_current = nullptr;
 
   // 7. Wake the joiner. The record stays ours until pthread_join (join or the reaper) sees this
   //    OS thread gone, so touching it here is safe; after this the thread only returns from its
   //    start routine (pthread_exit) and glibc frees nothing of ours.
   if (!adopted) sem_post(&t.m_exited);
+  pthread_setcancelstate(cancel_state, nullptr);
   // keep_core: an adopted thread may have been the last owner of the manager's core.
 }
 

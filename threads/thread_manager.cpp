@@ -61,12 +61,12 @@ pthread_key_t adopted_key() {
 // ---- ManagerCore --------------------------------------------------------------------------------
 
 ManagerCore::ManagerCore(ManagerOptions opts, HandleMode handle_mode)
-    : options(std::move(opts)), mode(handle_mode) {}
+    : options(std::move(opts)), mode(handle_mode), slot_arena(kSlotWords, options.gc) {}
 
 ManagerCore::~ManagerCore() {
   for (Tcr* t : records) {
+    if (t->m_stack_map != nullptr) os::munmap(t->m_stack_map, t->m_stack_map_size);
     sem_destroy(&t->m_exited);
-    gc::free_slots(t->m_slots, options.gc);
     delete t;
   }
 }
@@ -89,26 +89,23 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
     --free_count;
   } else {
     // A new record: the only allocation on the spawn path, and only until the free list holds
-    // as many records as threads ever overlapped.
-    lock.unlock();
-    void** slots = gc::allocate_slots(kSlotWords, options.gc);
+    // as many records as threads ever overlapped. Its slot block comes from the root arena
+    // (never from the GC heap: the caller may be a thread the GC does not know).
+    if (records.size() == records.capacity()) {
+      try {
+        records.reserve(records.size() * 2 + 16);
+      } catch (const std::bad_alloc&) {
+        return fail(Step::TcrAllocate, ENOMEM);
+      }
+    }
+    void** slots = slot_arena.allocate();
     if (slots == nullptr) return fail(Step::TcrAllocate, ENOMEM);
     t = new (std::nothrow) Tcr(slots);
-    if (t == nullptr) {
-      gc::free_slots(slots, options.gc);
-      return fail(Step::TcrAllocate, ENOMEM);
-    }
+    if (t == nullptr) return fail(Step::TcrAllocate, ENOMEM);  // the slot block stays in the arena
     sem_init(&t->m_exited, 0, 0);
     t->m_core = this;
-    lock.lock();
-    records.push_back(t);
+    records.push_back(t);  // capacity reserved above: cannot throw
     stats.records = records.size();
-    if (shut_down) {  // shut down while we allocated: keep the record, refuse the spawn
-      t->m_next = free_list;
-      free_list = t;
-      ++free_count;
-      return fail(Step::ManagerShutDown);
-    }
   }
   t->m_id = g_next_id.fetch_add(1, std::memory_order_relaxed);
   t->m_next = nullptr;
@@ -123,10 +120,10 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
   t->m_exception = nullptr;
   t->m_tid = 0;
   t->m_mach_port = mach::kPortNull;
-  t->m_stack_map = nullptr;
-  t->m_stack_map_size = 0;
+  // A stack kept on a free record (the stack cache) leaves the cache with the record; spawn
+  // reuses it when the size matches.
+  if (t->m_stack_map != nullptr) --cached_stacks;
   t->m_stack_low = t->m_stack_high = nullptr;
-  std::memset(t->m_slots, 0, kSlotWords * sizeof(void*));
   t->m_state.store(TcrState::Reserved, std::memory_order_release);
   if (adopted) {
     ++adopted_live;
@@ -136,15 +133,20 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
   return t;
 }
 
-void ManagerCore::abandon_record(Tcr* t) {
-  t->m_handle.release();
-  t->m_fn = nullptr;
-  std::lock_guard lock(mutex);
+void ManagerCore::free_record_locked(Tcr* t) {
+  std::memset(t->m_slots, 0, kSlotWords * sizeof(void*));
   t->m_id = 0;
   t->m_state.store(TcrState::Free, std::memory_order_release);
   t->m_next = free_list;
   free_list = t;
   ++free_count;
+}
+
+void ManagerCore::abandon_record(Tcr* t) {
+  t->m_handle.release();
+  t->m_fn = nullptr;
+  std::lock_guard lock(mutex);
+  free_record_locked(t);
   if (t->m_adopted) {
     --adopted_live;
     return;
@@ -164,14 +166,20 @@ void ManagerCore::reap_record(Tcr* t) {
   // gone (pthread_join returned, or the adopted thread released itself): until then a signal to
   // the thread could still have been sent through it. Each handle is closed once (HandleTable).
   t->m_handle.release();
-  if (t->m_stack_map != nullptr) os::munmap(t->m_stack_map, t->m_stack_map_size);
-  t->m_stack_map = nullptr;
   t->m_exception = nullptr;
-  std::lock_guard lock(mutex);
-  t->m_state.store(TcrState::Free, std::memory_order_release);
-  t->m_next = free_list;
-  free_list = t;
-  ++free_count;
+  std::unique_lock lock(mutex);
+  // The stack stays on the record for the next spawn while the cache has room: its pages are
+  // already faulted in, and spawn skips mmap, mprotect and (here) munmap. Bounded by
+  // ManagerOptions::cached_stacks, so mappings stay flat however many threads come and go.
+  if (t->m_stack_map != nullptr && cached_stacks < options.cached_stacks) {
+    ++cached_stacks;
+  } else if (t->m_stack_map != nullptr) {
+    lock.unlock();
+    os::munmap(t->m_stack_map, t->m_stack_map_size);
+    t->m_stack_map = nullptr;
+    lock.lock();
+  }
+  free_record_locked(t);
   ++stats.reaped;
 }
 
@@ -206,6 +214,10 @@ void* ManagerCore::report_start_failure(Tcr* t, Error error) {
 void* ManagerCore::thread_entry(void* arg) {
   Tcr* t = static_cast<Tcr*>(arg);
   ManagerCore* core = t->m_core;
+  // Cancellation is allowed only while the thread's function runs: a cancel acted on at a
+  // cancellation point inside the start-up or shutdown code (a log write, an exit hook) would
+  // unwind out of it half done and leave the record in the registry.
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
   // Every reader of m_pthread (spawn on a failed start, join, the reaper) reads it after a
   // handshake, semaphore or lock that this thread passes later.
   t->m_pthread = pthread_self();
@@ -235,7 +247,9 @@ void* ManagerCore::thread_entry(void* arg) {
   core->enter_registry(t);
   sem_post(&hs->started);  // the last touch of the spawner's handshake
 
+  pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, nullptr);
   void* result = run_thread_function(t);
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
   // The closure's captures are destroyed here, on the thread, before shutdown.
   t->m_fn = nullptr;
   shutdown_thread_tcr(*t, result);
@@ -260,6 +274,15 @@ Result<std::unique_ptr<ThreadManager>> ThreadManager::create(ManagerOptions opti
 ThreadManager::ThreadManager(std::shared_ptr<ManagerCore> core) : m_core(std::move(core)) {}
 
 ThreadManager::~ThreadManager() {
+  if (const Tcr* self = Tcr::current();
+      self != nullptr && self->m_core == m_core.get() && !self->m_adopted) {
+    // It would free the records that this thread and its siblings are running on. A destructor
+    // cannot return an error, and going on would be a use-after-free: stop here, and say why.
+    log::error("ThreadManager destroyed from its own thread #{} '{}': destroy it from a thread it "
+               "did not spawn",
+               self->m_id, self->m_name);
+    std::abort();
+  }
   // A thread that adopted itself (often the main thread) and now destroys the manager is done
   // with it: release it here rather than at its exit, which may never come.
   if (Tcr* self = Tcr::current(); self != nullptr && self->m_core == m_core.get()) {
@@ -304,7 +327,12 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   Result<Tcr*> acquired = core.acquire_record(false);
   if (!acquired) return std::unexpected(acquired.error());
   Tcr* t = *acquired;
-  t->m_name.assign(name);
+  try {
+    t->m_name.assign(name);  // reuses the record's capacity; allocates only for a longer name
+  } catch (const std::bad_alloc&) {
+    core.abandon_record(t);
+    return fail(Step::TcrAllocate, ENOMEM, "thread name");
+  }
   t->m_fn = std::move(fn);
   if (options.detached) {
     std::lock_guard lock(core.mutex);
@@ -314,25 +342,32 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   t->m_gc_registered = gc_register;
   t->m_slots[Tcr::kArgumentSlot] = options.argument;
 
-  // The stack: our own mapping, so it is released exactly when we reap (no glibc stack cache
-  // keeping mappings around), with a guard page below it.
+  // The stack: our own mapping with a guard page below it, owned by the record. It is either
+  // the one the record kept from its last thread (same size) or a fresh one; it goes back to the
+  // stack cache or is unmapped when the thread is reaped.
   const std::size_t page = page_size();
   const std::size_t stack = (options.stack_size + page - 1) & ~(page - 1);
   const std::size_t total = stack + page;
-  Result<void*> map = os::mmap_anonymous(total, PROT_READ | PROT_WRITE, /*stack=*/true);
-  if (!map) {
-    core.abandon_record(t);
-    return std::unexpected(map.error());
+  if (t->m_stack_map != nullptr && t->m_stack_map_size != total) {
+    os::munmap(t->m_stack_map, t->m_stack_map_size);
+    t->m_stack_map = nullptr;
   }
-  if (Result<void> guard = os::mprotect(*map, page, PROT_NONE); !guard) {
-    os::munmap(*map, total);
-    core.abandon_record(t);
-    return std::unexpected(guard.error());
+  if (t->m_stack_map == nullptr) {
+    Result<void*> map = os::mmap_anonymous(total, PROT_READ | PROT_WRITE, /*stack=*/true);
+    if (!map) {
+      core.abandon_record(t);
+      return std::unexpected(map.error());
+    }
+    if (Result<void> guard = os::mprotect(*map, page, PROT_NONE); !guard) {
+      os::munmap(*map, total);
+      core.abandon_record(t);
+      return std::unexpected(guard.error());
+    }
+    t->m_stack_map = *map;
+    t->m_stack_map_size = total;
   }
-  t->m_stack_map = *map;
-  t->m_stack_map_size = total;
-  t->m_stack_low = static_cast<char*>(*map) + page;
-  t->m_stack_high = static_cast<char*>(*map) + total;
+  t->m_stack_low = static_cast<char*>(t->m_stack_map) + page;
+  t->m_stack_high = static_cast<char*>(t->m_stack_map) + total;
 
   pthread_attr_t attr;
   pthread_attr_init(&attr);
@@ -348,7 +383,7 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   pthread_attr_destroy(&attr);
   if (!thread) {
     sem_destroy(&handshake.started);
-    os::munmap(t->m_stack_map, total);
+    os::munmap(t->m_stack_map, total);  // a failed spawn returns its record with no stack
     t->m_stack_map = nullptr;
     core.abandon_record(t);
     return std::unexpected(thread.error());
@@ -461,7 +496,12 @@ Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOpt
   Result<Tcr*> acquired = core.acquire_record(true);
   if (!acquired) return std::unexpected(acquired.error());
   Tcr* t = *acquired;
-  t->m_name.assign(name);
+  try {
+    t->m_name.assign(name);
+  } catch (const std::bad_alloc&) {
+    core.abandon_record(t);
+    return fail(Step::TcrAllocate, ENOMEM, "thread name");
+  }
   t->m_pthread = pthread_self();
   t->m_tid = os::gettid();
   os::current_stack_bounds(&t->m_stack_low, &t->m_stack_high);
@@ -506,6 +546,9 @@ Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOpt
 Result<void> ThreadManager::release_current_thread() {
   Tcr* t = Tcr::current();
   if (t == nullptr || !t->m_adopted || t->m_core != m_core.get()) return fail(Step::NotAdopted);
+  if (t->state() != TcrState::Running) {
+    return fail(Step::BadArgument, 0, "release_current_thread from the thread's own exit hooks");
+  }
   pthread_setspecific(adopted_key(), nullptr);
   shutdown_thread_tcr(*t, nullptr);
   return {};
@@ -529,48 +572,50 @@ void ThreadManager::for_each(const std::function<void(const Tcr&)>& fn) const {
 
 std::size_t ThreadManager::reap(bool wait) {
   ManagerCore& core = *m_core;
-  Tcr* list;
-  {
-    std::unique_lock lock(core.mutex);
-    if (wait) {
-      // Every detached thread still running, except the caller if it is one of them.
-      const Tcr* self = Tcr::current();
-      const std::size_t own = (self != nullptr && self->m_core == &core && self->m_detached &&
-                               !self->m_adopted) ? 1 : 0;
-      core.all_exited.wait(lock, [&] { return core.detached_live == own; });
-    }
-    list = core.zombies;
-    core.zombies = nullptr;
-    core.zombie_count = 0;
-  }
+  // One of the manager's own threads cannot wait for detached threads to finish: it may be one,
+  // and two of them waiting for each other would never wake. It reaps what has exited.
+  const Tcr* self = Tcr::current();
+  const bool own_thread = self != nullptr && self->m_core == &core && !self->m_adopted;
+  const bool wait_for_running = wait && !own_thread;
   std::size_t reaped = 0;
-  Tcr* still_running = nullptr;
-  std::size_t still_count = 0;
-  while (list != nullptr) {
-    Tcr* t = list;
-    list = t->m_next;
-    // A detached thread is Dead once it left the registry, but its OS thread may still be
-    // running the last instructions of shutdown on the stack we are about to unmap.
-    if (wait) {
-      pthread_join(t->m_pthread, nullptr);
-    } else if (!os::try_join(t->m_pthread)) {
-      t->m_next = still_running;
-      still_running = t;
-      ++still_count;
-      continue;
+  for (;;) {
+    Tcr* done = nullptr;
+    {
+      std::unique_lock lock(core.mutex);
+      if (wait_for_running) core.all_exited.wait(lock, [&] { return core.detached_live == 0; });
+      // Take only what this call will release. Not waiting: the zombies whose OS thread has
+      // ended (a try-join, under the lock, so a concurrent reap(true) never finds the list
+      // empty while records are in flight elsewhere). Waiting: all of them; each is past step 6
+      // and only returning from its start routine, so the pthread_join below is brief.
+      Tcr** link = &core.zombies;
+      while (*link != nullptr) {
+        Tcr* t = *link;
+        if (wait || os::try_join(t->m_pthread)) {
+          *link = t->m_next;
+          --core.zombie_count;
+          t->m_next = done;
+          done = t;
+        } else {
+          link = &t->m_next;
+        }
+      }
+      ++core.reapers_busy;
     }
-    core.reap_record(t);
-    ++reaped;
+    while (done != nullptr) {
+      Tcr* t = done;
+      done = t->m_next;
+      if (wait) pthread_join(t->m_pthread, nullptr);
+      core.reap_record(t);
+      ++reaped;
+    }
+    std::unique_lock lock(core.mutex);
+    --core.reapers_busy;
+    core.all_exited.notify_all();
+    if (!wait) return reaped;
+    // Afterwards no reaped thread may still hold its stack or handle in another reaper's hands.
+    core.all_exited.wait(lock, [&] { return core.reapers_busy == 0; });
+    if (core.zombies == nullptr) return reaped;
   }
-  if (still_running != nullptr) {
-    std::lock_guard lock(core.mutex);
-    Tcr* tail = still_running;
-    while (tail->m_next != nullptr) tail = tail->m_next;
-    tail->m_next = core.zombies;
-    core.zombies = still_running;
-    core.zombie_count += still_count;
-  }
-  return reaped;
 }
 
 Result<void> ThreadManager::shutdown() {
@@ -596,6 +641,21 @@ Result<void> ThreadManager::shutdown() {
   return {};
 }
 
+std::size_t ThreadManager::trim() {
+  ManagerCore& core = *m_core;
+  // Under the lock: a spawner must not take a record whose stack is being unmapped.
+  std::lock_guard lock(core.mutex);
+  std::size_t released = 0;
+  for (Tcr* t = core.free_list; t != nullptr; t = t->m_next) {
+    if (t->m_stack_map == nullptr) continue;
+    os::munmap(t->m_stack_map, t->m_stack_map_size);
+    t->m_stack_map = nullptr;
+    ++released;
+  }
+  core.cached_stacks = 0;
+  return released;
+}
+
 HandleMode ThreadManager::handle_mode() const { return m_core->mode; }
 
 ManagerStats ThreadManager::stats() const {
@@ -605,6 +665,7 @@ ManagerStats ThreadManager::stats() const {
   s.dead_unreaped = m_core->dead_unreaped;
   s.records = m_core->records.size();
   s.free_records = m_core->free_count;
+  s.cached_stacks = m_core->cached_stacks;
   return s;
 }
 

@@ -3,8 +3,9 @@
 // Contract:
 //  - Every call returns Result<...>; nothing throws across the API or a thread boundary. An
 //    exception that escapes a thread's function is handed to its joiner.
-//  - Cost is flat over history: TCRs, their GC slot blocks and their names are recycled through a
-//    free list; exited threads' kernel handles and stacks are released when they are reaped.
+//  - Cost is flat over history: TCRs, their GC slot blocks, names and (a bounded number of) stacks
+//    are recycled through a free list; exited threads' kernel handles are released when they are
+//    reaped, and their stacks then too, or kept for reuse up to ManagerOptions::cached_stacks.
 //  - Joinable threads are reaped by join(); detached ones by reap(), which spawn() also runs
 //    without blocking, and shutdown() with blocking.
 //  - Thread-safe: any thread may call any member. Destroying the manager shuts it down, joins
@@ -41,6 +42,11 @@ struct ManagerOptions {
   mach::PortSpace* mach_space = nullptr;
   // Shutdown step 5. Off only to show, in a test, the leak that it prevents.
   bool normalize_kernel_handles = true;
+  // How many reaped threads' stacks stay mapped on free records for the next spawn of the same
+  // stack size (glibc keeps a stack cache for the same reason): a reused stack's pages are already
+  // faulted in, and spawn skips mmap, mprotect and munmap. Bounded, so mappings stay flat however
+  // many threads come and go; trim() gives them back. 0: a fresh mapping for every thread.
+  std::size_t cached_stacks = 8;
 };
 
 enum class GcRegistration : std::uint8_t { Inherit, Register, DontRegister };
@@ -78,6 +84,7 @@ struct ManagerStats {
   std::size_t dead_unreaped = 0; // Dead, waiting for join or the reaper
   std::size_t records = 0;       // Tcr objects ever allocated (flat in steady state)
   std::size_t free_records = 0;
+  std::size_t cached_stacks = 0;         // free records holding a stack for reuse
   std::size_t extra_handles_closed = 0;  // by shutdown step 5 (a runtime leaked them)
 };
 
@@ -122,6 +129,10 @@ class ThreadManager {
   // ones. Joinable threads stay joinable. Error AdoptedThreadsAlive if adopted threads remain
   // (they are released when they exit, even after the manager is destroyed).
   Result<void> shutdown();
+
+  // Unmaps the stacks that free records keep for reuse (ManagerOptions::cached_stacks), and
+  // answers how many. Afterwards the manager holds no thread stack that no thread is using.
+  std::size_t trim();
 
   HandleMode handle_mode() const;
   ManagerStats stats() const;

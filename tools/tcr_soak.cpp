@@ -80,6 +80,9 @@ Baseline: counted after the manager is created and --warmup threads have run and
   glibc's per-thread malloc arena) happen there and are not leaks; anything that grows after it
   grows with the number of threads, which is what the seeds' leak did.
 Final: counted after manager.reap(true), so every detached thread has exited and been reaped.
+  Both are taken after manager.trim(), which unmaps the stacks free records keep for reuse
+  (bounded by ManagerOptions::cached_stacks; how many records overlapping exits needed can
+  differ between the two moments).
 Pass: fds, pidfds, maps and OS threads in final <= baseline, and RSS grew by less than
   --rss-slack-mib (default 8 MiB: Boehm's heap and malloc's free lists move by a few MiB on
   their own, while one leaked 1 MiB stack per thread would show as gigabytes). Sanitizer
@@ -192,6 +195,7 @@ int run(const SoakOptions& o) {
     if (auto r = one_thread(); !r) return fail_with(r.error(), "warm-up spawn");
   }
   manager.reap(true);
+  manager.trim();
   Summary summary;
   summary.baseline = ledger.snapshot();
 
@@ -223,6 +227,7 @@ int run(const SoakOptions& o) {
     summary.intervals.push_back(std::move(sample));
   }
   manager.reap(true);
+  manager.trim();
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   summary.final_counts = ledger.snapshot();
   progress.finish();

@@ -1,0 +1,72 @@
+// The stack cache: free records keep their last thread's stack for the next spawn of the same
+// size, up to ManagerOptions::cached_stacks; trim() gives them back. Mappings stay bounded however
+// many threads come and go.
+#include <gtest/gtest.h>
+#include <semaphore.h>
+
+#include <vector>
+
+#include "test_support.h"
+
+namespace tcr {
+namespace {
+
+void* stack_of(Tcr& self) { return self.stack_low(); }
+
+TEST(StackCache, TheNextThreadReusesTheLastThreadsStack) {
+  auto m = testing::make_manager();
+  void* first = *m->join(*m->spawn("a", stack_of));
+  EXPECT_EQ(m->stats().cached_stacks, 1u);
+  void* second = *m->join(*m->spawn("b", stack_of));
+  EXPECT_EQ(second, first);
+  SpawnOptions bigger;
+  bigger.stack_size = 4u << 20;  // another size: a fresh mapping, the old one unmapped
+  void* third = *m->join(*m->spawn("c", stack_of, bigger));
+  EXPECT_NE(third, first);
+  EXPECT_EQ(m->stats().cached_stacks, 1u);
+}
+
+TEST(StackCache, IsBoundedAndTrimGivesTheStacksBack) {
+  ManagerOptions options;
+  options.cached_stacks = 4;
+  auto m = testing::make_manager(std::move(options));
+  m->trim();
+  const ResourceLedger ledger;
+  const ResourceCounts before = ledger.snapshot();
+  sem_t go;
+  sem_init(&go, 0, 0);
+  std::vector<ThreadRef> refs;
+  for (int i = 0; i < 12; ++i) {  // twelve at once: twelve stacks mapped
+    Result<ThreadRef> t = m->spawn("wide", [&](Tcr&) {
+      sem_wait(&go);
+      return nullptr;
+    });
+    ASSERT_TRUE(t);
+    refs.push_back(*t);
+  }
+  for (int i = 0; i < 12; ++i) sem_post(&go);
+  for (ThreadRef r : refs) ASSERT_TRUE(m->join(r));
+  EXPECT_EQ(m->stats().cached_stacks, 4u);  // eight were unmapped at reap
+  if (testing::kMemoryCountsExact) {
+    // Each cached stack is two mappings (guard page + stack).
+    EXPECT_EQ(ledger.snapshot().maps, before.maps + 2 * 4);
+  }
+  EXPECT_EQ(m->trim(), 4u);
+  EXPECT_EQ(m->stats().cached_stacks, 0u);
+  testing::expect_no_leak(before, ledger.snapshot());
+  sem_destroy(&go);
+}
+
+TEST(StackCache, ZeroMapsAFreshStackForEveryThread) {
+  ManagerOptions options;
+  options.cached_stacks = 0;
+  auto m = testing::make_manager(std::move(options));
+  const ResourceLedger ledger;
+  const ResourceCounts before = ledger.snapshot();
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(m->join(*m->spawn("fresh", stack_of)));
+  EXPECT_EQ(m->stats().cached_stacks, 0u);
+  testing::expect_no_leak(before, ledger.snapshot());
+}
+
+}  // namespace
+}  // namespace tcr

@@ -24,6 +24,8 @@ struct Subcommand {
 
 // `tcr-bench spawn`: the cost of one thread's create + exit + reap, tcr beside pthread and Boehm.
 Subcommand add_spawn_command(CLI::App& parent);
+// `tcr-bench handles`: shutdown step 5's cost, flat against the process's fd high-water mark.
+Subcommand add_handles_command(CLI::App& parent);
 
 using Clock = std::chrono::steady_clock;
 

@@ -16,7 +16,10 @@
 // pthread_create into GC_pthread_create too.
 #define GC_NO_THREAD_REDIRECTS
 #include <gc/gc.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -46,6 +49,7 @@ struct SpawnBenchOptions {
   std::string handle_mode = "auto";  // auto, pidfd or tgkill
   std::uint64_t history_window = 10000;
   std::uint64_t history_after = 200000;
+  std::uint64_t fd_high_water = 16000;
   bool json = false;
 };
 
@@ -173,8 +177,69 @@ Result<History> measure_history(SpawnBench& bench, const SpawnBenchOptions& o) {
   return h;
 }
 
+// Cost flat against the process's fd high-water mark: a long-running server may once have had
+// tens of thousands of sockets open. While they are open, tcr's pidfds get high fd numbers (the
+// kernel hands out the lowest free one) and tcr's handle table grows to match; it never shrinks.
+// Thread exit must cost what the thread holds, not what the table ever held.
+struct FdHighWater {
+  std::size_t fds = 0;  // how many extra fds were open in the middle phase
+  double us_before = 0, us_with = 0, us_after = 0;
+  double ratio_with = 0, ratio_after = 0;
+};
+
+Result<double> join_window(SpawnBench& bench, std::uint64_t window) {
+  constexpr std::uint64_t kChunks = 5;
+  const std::uint64_t chunk = std::max<std::uint64_t>(1, window / kChunks);
+  std::vector<double> samples;
+  for (std::uint64_t done = 0; done < window; done += chunk) {
+    const std::uint64_t n = std::min(chunk, window - done);
+    const Clock::time_point t0 = Clock::now();
+    if (auto r = bench.tcr_join(n); !r) return std::unexpected(r.error());
+    samples.push_back(micros_since(t0) / static_cast<double>(n));
+  }
+  return median(std::move(samples));
+}
+
+Result<FdHighWater> measure_fd_high_water(SpawnBench& bench, const SpawnBenchOptions& o) {
+  FdHighWater h;
+  rlimit limit{};
+  getrlimit(RLIMIT_NOFILE, &limit);
+  const rlim_t want = static_cast<rlim_t>(o.fd_high_water) + 512;
+  if (limit.rlim_cur < want) {
+    limit.rlim_cur = std::min(want, limit.rlim_max);
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+  const std::size_t room = limit.rlim_cur > 512 ? static_cast<std::size_t>(limit.rlim_cur) - 512 : 0;
+  h.fds = std::min<std::size_t>(o.fd_high_water, room);
+  const std::uint64_t window = std::max<std::uint64_t>(5, o.threads);
+  auto before = join_window(bench, window);
+  if (!before) return std::unexpected(before.error());
+  std::vector<int> held;
+  held.reserve(h.fds);
+  const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  for (std::size_t i = 0; i < h.fds && devnull >= 0; ++i) {
+    const int fd = ::fcntl(devnull, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) break;
+    held.push_back(fd);
+  }
+  h.fds = held.size();
+  auto with = join_window(bench, window);
+  for (int fd : held) ::close(fd);
+  if (devnull >= 0) ::close(devnull);
+  if (!with) return std::unexpected(with.error());
+  auto after = join_window(bench, window);
+  if (!after) return std::unexpected(after.error());
+  h.us_before = *before;
+  h.us_with = *with;
+  h.us_after = *after;
+  h.ratio_with = h.us_with / h.us_before;
+  h.ratio_after = h.us_after / h.us_before;
+  return h;
+}
+
 void print_text(const SpawnBenchOptions& o, const char* mode, const std::vector<Variant>& variants,
-                double pthread_us, const History* history, double seconds) {
+                double pthread_us, const History* history, const FdHighWater* fds,
+                double seconds) {
   fmt::print(
       "tcr-bench spawn: {} threads x {} rounds per variant, stack {} KiB, handle mode {}; "
       "medians over rounds\n",
@@ -194,11 +259,18 @@ void print_text(const SpawnBenchOptions& o, const char* mode, const std::vector<
         "{:.1f} us, ratio {:.2f}\n",
         o.history_window, history->us_first, o.history_after, history->us_after, history->ratio);
   }
+  if (fds) {
+    fmt::print(
+        "  fd high-water (spawn + join): {:.1f} us; with {} more fds open {:.1f} us (x{:.2f}); "
+        "after closing them {:.1f} us (x{:.2f})\n",
+        fds->us_before, fds->fds, fds->us_with, fds->ratio_with, fds->us_after, fds->ratio_after);
+  }
   fmt::print("  total {:.1f} s\n", seconds);
 }
 
 void print_json(const SpawnBenchOptions& o, const char* mode, const std::vector<Variant>& variants,
-                double pthread_us, const History* history, double seconds) {
+                double pthread_us, const History* history, const FdHighWater* fds,
+                double seconds) {
   std::string out = fmt::format(
       R"({{"bench":"spawn","threads":{},"rounds":{},"stack_size":{},"handle_mode":{},"variants":{{)",
       o.threads, o.rounds, o.stack_size, json_string(mode));
@@ -221,6 +293,13 @@ void print_json(const SpawnBenchOptions& o, const char* mode, const std::vector<
              ? fmt::format(R"({{"window":{},"after":{},"us_first":{},"us_after":{},"ratio":{}}})",
                            o.history_window, o.history_after, json_number(history->us_first),
                            json_number(history->us_after), json_number(history->ratio))
+             : "null";
+  out += ",\"fd_high_water\":";
+  out += fds ? fmt::format(R"({{"fds":{},"us_before":{},"us_with":{},"us_after":{},)"
+                           R"("ratio_with":{},"ratio_after":{}}})",
+                           fds->fds, json_number(fds->us_before), json_number(fds->us_with),
+                           json_number(fds->us_after), json_number(fds->ratio_with),
+                           json_number(fds->ratio_after))
              : "null";
   out += fmt::format(",\"seconds\":{}}}\n", json_number(seconds));
   std::fputs(out.c_str(), stdout);
@@ -276,12 +355,21 @@ int run_spawn(const SpawnBenchOptions& o) {
     }
   }
 
+  std::optional<FdHighWater> fds;
+  if (o.fd_high_water > 0) {
+    auto h = measure_fd_high_water(bench, o);
+    if (!h) return fail_with(h.error(), "fd high-water");
+    fds = *h;
+  }
+
   const double pthread_us = median(variants[0].us_per_thread);
   const double seconds = micros_since(start) / 1e6;
   if (o.json) {
-    print_json(o, mode, variants, pthread_us, history ? &*history : nullptr, seconds);
+    print_json(o, mode, variants, pthread_us, history ? &*history : nullptr,
+               fds ? &*fds : nullptr, seconds);
   } else {
-    print_text(o, mode, variants, pthread_us, history ? &*history : nullptr, seconds);
+    print_text(o, mode, variants, pthread_us, history ? &*history : nullptr,
+               fds ? &*fds : nullptr, seconds);
   }
   return 0;
 }
@@ -311,6 +399,9 @@ Subcommand add_spawn_command(CLI::App& parent) {
       ->capture_default_str();
   app->add_option("--history-after", o->history_after,
                   "Spawns between the two history windows (0: skip the history)")
+      ->capture_default_str();
+  app->add_option("--fd-high-water", o->fd_high_water,
+                  "Extra fds held open in the middle of the fd high-water measurement (0: skip)")
       ->capture_default_str();
   app->add_flag("--json", o->json, "Print one JSON object");
   return {app, [o] { return run_spawn(*o); }};

@@ -11,7 +11,8 @@ int main(int argc, char** argv) {
       "tcr-bench: what tcr's operations cost, beside the alternatives. Timings are "
       "medians over interleaved rounds; the machine may be shared and noisy."};
   app.require_subcommand(1);
-  std::vector<tcr::bench::Subcommand> commands{tcr::bench::add_spawn_command(app)};
+  std::vector<tcr::bench::Subcommand> commands{tcr::bench::add_spawn_command(app),
+                                               tcr::bench::add_handles_command(app)};
   CLI11_PARSE(app, argc, argv);
   for (const tcr::bench::Subcommand& command : commands) {
     if (command.app->parsed()) return command.run();

@@ -26,6 +26,28 @@ struct State {
   mutable std::mutex mutex;
   std::vector<HandleEntry> by_fd;
   std::uint64_t next_serial = 1;
+
+  HandleEntry& at(int fd) { return by_fd[static_cast<std::size_t>(fd)]; }
+
+  void unlink(HandleEntry& e) {
+    if (e.chain == nullptr) return;
+    if (e.prev >= 0) {
+      at(e.prev).next = e.next;
+    } else {
+      e.chain->head = e.next;
+    }
+    if (e.next >= 0) at(e.next).prev = e.prev;
+    e.chain = nullptr;
+    e.prev = e.next = -1;
+  }
+
+  // Closed while the lock is held: no add() for a reused fd number can slip in between the close
+  // and the clearing of the entry.
+  void close_entry(HandleEntry& e) {
+    unlink(e);
+    os::close(e.fd);
+    e = HandleEntry{};
+  }
 };
 
 State& state() {
@@ -57,6 +79,14 @@ std::uint64_t HandleTable::add(int fd, HandleKind kind, const HandleTag& tag, in
   const std::size_t n = std::min(tag.name.size(), sizeof e.name - 1);
   std::memcpy(e.name, tag.name.data(), n);
   e.name[n] = '\0';
+  e.chain = tag.chain;
+  e.prev = -1;
+  e.next = -1;
+  if (tag.chain != nullptr) {
+    e.next = tag.chain->head;
+    if (e.next >= 0) s.at(e.next).prev = fd;
+    tag.chain->head = fd;
+  }
   return e.serial;
 }
 
@@ -64,27 +94,31 @@ bool HandleTable::close(int fd, std::uint64_t serial) {
   State& s = state();
   std::lock_guard lock(s.mutex);
   if (fd < 0 || static_cast<std::size_t>(fd) >= s.by_fd.size()) return false;
-  HandleEntry& e = s.by_fd[static_cast<std::size_t>(fd)];
+  HandleEntry& e = s.at(fd);
   if (e.serial == 0 || e.serial != serial) return false;
-  // Closed while the lock is held: no add() for a reused fd number can slip in between the close
-  // and the clearing of the entry.
-  os::close(fd);
-  e = HandleEntry{};
+  s.close_entry(e);
   return true;
 }
 
-std::size_t HandleTable::close_others(std::uint64_t tcr_id, HandleKind kind, int keep_fd) {
+std::size_t HandleTable::close_others(HandleChain& chain, HandleKind kind, int keep_fd) {
   State& s = state();
   std::lock_guard lock(s.mutex);
   std::size_t closed = 0;
-  for (HandleEntry& e : s.by_fd) {
-    if (e.serial != 0 && e.tcr_id == tcr_id && e.kind == kind && e.fd != keep_fd) {
-      os::close(e.fd);
-      e = HandleEntry{};
+  for (int fd = chain.head; fd >= 0;) {
+    HandleEntry& e = s.at(fd);
+    fd = e.next;
+    if (e.kind == kind && e.fd != keep_fd) {
+      s.close_entry(e);
       ++closed;
     }
   }
   return closed;
+}
+
+void HandleTable::detach_chain(HandleChain& chain) {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  while (chain.head >= 0) s.unlink(s.at(chain.head));
 }
 
 std::size_t HandleTable::count(std::uint64_t tcr_id, HandleKind kind) const {

@@ -44,7 +44,8 @@ KernelThreadHandle::KernelThreadHandle(KernelThreadHandle&& other) noexcept
       m_fd(std::exchange(other.m_fd, -1)),
       m_tid(std::exchange(other.m_tid, 0)),
       m_serial(std::exchange(other.m_serial, 0)),
-      m_owner(std::exchange(other.m_owner, 0)) {}
+      m_owner(std::exchange(other.m_owner, 0)),
+      m_chain(std::exchange(other.m_chain, nullptr)) {}
 
 KernelThreadHandle& KernelThreadHandle::operator=(KernelThreadHandle&& other) noexcept {
   if (this != &other) {
@@ -54,6 +55,7 @@ KernelThreadHandle& KernelThreadHandle::operator=(KernelThreadHandle&& other) no
     m_tid = std::exchange(other.m_tid, 0);
     m_serial = std::exchange(other.m_serial, 0);
     m_owner = std::exchange(other.m_owner, 0);
+    m_chain = std::exchange(other.m_chain, nullptr);
   }
   return *this;
 }
@@ -64,6 +66,7 @@ Result<KernelThreadHandle> KernelThreadHandle::open_current(HandleMode mode,
   h.m_mode = mode;
   h.m_tid = os::gettid();
   h.m_owner = owner.tcr_id;
+  h.m_chain = owner.chain;
   if (mode == HandleMode::Pidfd) {
     Result<int> fd = os::pidfd_open(h.m_tid, os::kPidfdThread);
     if (!fd) {
@@ -104,8 +107,8 @@ Result<bool> KernelThreadHandle::wait_exit(int timeout_ms) const {
 }
 
 std::size_t KernelThreadHandle::close_extras() const {
-  if (m_mode != HandleMode::Pidfd || !valid()) return 0;
-  return HandleTable::instance().close_others(m_owner, HandleKind::Pidfd, m_fd);
+  if (m_mode != HandleMode::Pidfd || !valid() || m_chain == nullptr) return 0;
+  return HandleTable::instance().close_others(*m_chain, HandleKind::Pidfd, m_fd);
 }
 
 void KernelThreadHandle::release() {

@@ -57,8 +57,8 @@ class KernelThreadHandle {
   // Pidfd: waits up to timeout_ms for the thread to exit; true when it has. Tgkill: BadArgument.
   Result<bool> wait_exit(int timeout_ms) const;
 
-  // Shutdown step 5 on Linux: closes every other pidfd tagged to this handle's TCR, so the thread
-  // leaves with exactly one. Returns how many extras it closed.
+  // Shutdown step 5 on Linux: closes every other pidfd in this handle's owner chain (opened with
+  // the same HandleTag::chain), so the thread leaves with exactly one. Returns how many it closed.
   std::size_t close_extras() const;
 
   // Closes the fd (pidfd mode) exactly once; afterwards the handle is empty.
@@ -76,6 +76,7 @@ class KernelThreadHandle {
   pid_t m_tid = 0;
   std::uint64_t m_serial = 0;  // HandleTable serial of m_fd
   std::uint64_t m_owner = 0;   // tcr id
+  HandleChain* m_chain = nullptr;  // the owner's handles (HandleTag::chain)
 };
 
 }  // namespace tcr

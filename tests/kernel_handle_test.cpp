@@ -115,12 +115,19 @@ INSTANTIATE_TEST_SUITE_P(Modes, Signalling,
                          });
 
 TEST(KernelThreadHandle, CloseExtrasKeepsOnlyTheTcrsOwnPidfd) {
-  Result<KernelThreadHandle> own =
-      KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{900, "own"});
+  HandleChain chain;
+  const HandleTag tag{900, "own", &chain};
+  Result<KernelThreadHandle> own = KernelThreadHandle::open_current(HandleMode::Pidfd, tag);
   ASSERT_TRUE(own);
+  // Another owner's handle between them, and one of the same id but outside the chain: neither
+  // is this thread's to close.
+  HandleChain other_chain;
+  Result<KernelThreadHandle> other =
+      KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{901, "other", &other_chain});
+  ASSERT_TRUE(other);
   std::vector<KernelThreadHandle> extras;
   for (int i = 0; i < 4; ++i) {
-    extras.push_back(*KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{900, "own"}));
+    extras.push_back(*KernelThreadHandle::open_current(HandleMode::Pidfd, tag));
   }
   EXPECT_EQ(HandleTable::instance().count(900, HandleKind::Pidfd), 5u);
   EXPECT_EQ(own->close_extras(), 4u);
@@ -129,6 +136,23 @@ TEST(KernelThreadHandle, CloseExtrasKeepsOnlyTheTcrsOwnPidfd) {
   EXPECT_EQ(HandleTable::instance().count(900, HandleKind::Pidfd), 1u);
   own->release();
   EXPECT_EQ(HandleTable::instance().count(900, HandleKind::Pidfd), 0u);
+  EXPECT_EQ(chain.head, -1);
+  EXPECT_EQ(HandleTable::instance().count(901, HandleKind::Pidfd), 1u);  // untouched
+  other->release();
+  EXPECT_EQ(other_chain.head, -1);
+}
+
+TEST(KernelThreadHandle, AChainWithOpenHandlesCanBeDetachedFromItsOwner) {
+  HandleChain chain;
+  Result<KernelThreadHandle> h =
+      KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{902, "going", &chain});
+  ASSERT_TRUE(h);
+  HandleTable::instance().detach_chain(chain);
+  EXPECT_EQ(chain.head, -1);
+  HandleEntry e{};
+  ASSERT_TRUE(HandleTable::instance().lookup(h->fd(), &e));  // still open, still tagged
+  EXPECT_EQ(e.chain, nullptr);
+  h->release();
 }
 
 TEST(KernelThreadHandle, AFailedOpenReturnsTheErrorAndHoldsNothing) {

@@ -87,7 +87,7 @@ std::vector<KernelThreadHandle> g_forgotten;
 void* open_extra_handles(Tcr& self, int n) {
   for (int i = 0; i < n; ++i) {
     Result<KernelThreadHandle> h =
-        KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{self.id(), self.name()});
+        KernelThreadHandle::open_current(HandleMode::Pidfd, self.handle_tag());
     EXPECT_TRUE(h);
     std::lock_guard lock(g_forgotten_mutex);
     g_forgotten.push_back(std::move(*h));

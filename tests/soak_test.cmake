@@ -79,8 +79,14 @@ if(TARGET tcr-bench)
   # Small enough to take a second or two: it checks that every variant runs and reports.
   add_test(NAME Bench.SpawnReportsEveryVariant
            COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench>
-                   "-DARGS=spawn --threads 200 --rounds 3 --history-window 500 --history-after 2000 --json"
-                   "-DKEYS=bench variants.pthread.us_per_thread variants.gc_pthread.us_per_thread variants.tcr_join.us_per_thread variants.tcr_detach.us_per_thread variants.tcr_join.ratio_to_pthread history.ratio seconds"
+                   "-DARGS=spawn --threads 200 --rounds 3 --history-window 500 --history-after 2000 --fd-high-water 2000 --json"
+                   "-DKEYS=bench variants.pthread.us_per_thread variants.gc_pthread.us_per_thread variants.tcr_join.us_per_thread variants.tcr_detach.us_per_thread variants.tcr_join.ratio_to_pthread history.ratio fd_high_water.ratio_after seconds"
                    -P ${CMAKE_CURRENT_LIST_FILE})
   set_tests_properties(Bench.SpawnReportsEveryVariant PROPERTIES LABELS bench TIMEOUT 180)
+  add_test(NAME Bench.HandlesReportsBothTables
+           COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench>
+                   "-DARGS=handles --fds 2000 --calls 2000 --rounds 3 --json"
+                   "-DKEYS=bench high_water_fds ns_small_table ns_after_high_water ratio"
+                   -P ${CMAKE_CURRENT_LIST_FILE})
+  set_tests_properties(Bench.HandlesReportsBothTables PROPERTIES LABELS bench TIMEOUT 60)
 endif()

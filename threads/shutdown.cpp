@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include "runtime/gc.h"
+#include "runtime/handle_table.h"
 #include "runtime/log.h"
 #include "runtime/mach_ports.h"
 #include "threads/current.h"
@@ -88,6 +89,7 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
       // Nobody can reach the record any more (it is out of the registry and adopted threads
       // cannot be joined), so its handle is released now, under the lock that signal() holds.
       t.m_handle.release();
+      HandleTable::instance().detach_chain(t.m_handle_chain);
       keep_core = std::move(t.m_core_ref);
       core.free_record_locked(&t);
       ++core.stats.reaped;

@@ -71,6 +71,10 @@ class Tcr {
   bool detached() const { return m_detached; }
   bool gc_registered() const { return m_gc_registered; }
   const KernelThreadHandle& handle() const { return m_handle; }
+  // The tag for opening another kernel handle to this thread (the runtime's form of calling
+  // mach_thread_self() again): such handles join this thread's chain, and shutdown step 5
+  // closes any that are still open when the thread exits.
+  HandleTag handle_tag() { return HandleTag{m_id, m_name, &m_handle_chain}; }
   mach::PortName mach_port() const { return m_mach_port; }
   // [stack_low, stack_high): the thread's stack (its own mapping, or pthread's for adopted ones).
   void* stack_low() const { return m_stack_low; }
@@ -109,6 +113,7 @@ class Tcr {
   void* m_stack_low = nullptr;
   void* m_stack_high = nullptr;
   KernelThreadHandle m_handle;
+  HandleChain m_handle_chain;  // every handle opened with handle_tag(), m_handle first
   mach::PortName m_mach_port = mach::kPortNull;
 
   // Start handshake and exit publication.

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tools/tool_support.h"
+
 namespace CLI {
 class App;
 }
@@ -33,16 +35,12 @@ inline double micros_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
 }
 
-// User + system CPU time of every thread the process has had, exited ones included. Next to wall
-// time it shows what an operation costs rather than how long a busy machine made it wait.
-double process_cpu_us();
-
-// Median of the samples (the mean of the middle two for an even count); NaN when empty.
-double median(std::vector<double> samples);
-
-// A JSON string literal, quotes included.
-std::string json_string(std::string_view s);
-// A JSON number with 3 decimals, or null for NaN and infinity, which JSON cannot carry.
-std::string json_number(double v);
+// The tools' shared helpers (tools/tool_support.h), by their short names.
+using tools::handle_mode_choice;
+using tools::handle_mode_word;
+using tools::json_number;
+using tools::json_string;
+using tools::median;
+using tools::process_cpu_us;
 
 }  // namespace tcr::bench

@@ -53,17 +53,6 @@ struct SpawnBenchOptions {
   bool json = false;
 };
 
-// The CLI's words for ManagerOptions::handle_mode, and a short word for the mode in force that a
-// script reading the JSON can compare (to_string(HandleMode) is meant for people).
-HandleModeChoice handle_mode_choice(const std::string& word) {
-  if (word == "pidfd") return HandleModeChoice::Pidfd;
-  if (word == "tgkill") return HandleModeChoice::Tgkill;
-  return HandleModeChoice::Auto;
-}
-const char* handle_mode_word(HandleMode mode) {
-  return mode == HandleMode::Pidfd ? "pidfd" : "tgkill";
-}
-
 void* return_null(void*) { return nullptr; }
 
 // One bare thread life, through pthread_create or GC_pthread_create (same signatures).

@@ -1,4 +1,10 @@
-// Fault injection for the OS shim. Portable; the calls themselves live in os_<platform>.cpp.
+// Fault injection for the OS shim, and the calls that POSIX spells the same everywhere; the
+// others live in os_<platform>.cpp.
+#include <errno.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
 
 #include "runtime/os.h"
@@ -63,5 +69,35 @@ int take_fault(Call call) {
   }
   return p.err.load(std::memory_order_relaxed);
 }
+
+// ---- POSIX calls --------------------------------------------------------------------------------
+
+Result<pthread_t> pthread_create(const pthread_attr_t* attr, void* (*start)(void*), void* arg) {
+  if (int e = take_fault(Call::PthreadCreate)) return fail(Step::PthreadCreate, e);
+  pthread_t thread;
+  if (int e = ::pthread_create(&thread, attr, start, arg)) return fail(Step::PthreadCreate, e);
+  return thread;
+}
+
+void munmap(void* addr, std::size_t length) { ::munmap(addr, length); }
+
+Result<void> mprotect(void* addr, std::size_t length, int prot) {
+  if (int e = take_fault(Call::Mprotect)) return fail(Step::StackGuardMprotect, e);
+  if (::mprotect(addr, length, prot) != 0) return fail(Step::StackGuardMprotect, errno);
+  return {};
+}
+
+Result<bool> poll_readable(int fd, int timeout_ms) {
+  if (int e = take_fault(Call::Poll)) return fail(Step::PidfdPoll, e);
+  pollfd p{fd, POLLIN, 0};
+  for (;;) {
+    const int n = ::poll(&p, 1, timeout_ms);
+    if (n >= 0) return n > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
+    if (errno != EINTR) return fail(Step::PidfdPoll, errno);
+  }
+}
+
+// Not retried on EINTR: Linux has released the fd by then, and the number may already be reused.
+void close(int fd) { ::close(fd); }
 
 }  // namespace tcr::os

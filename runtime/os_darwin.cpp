@@ -5,7 +5,6 @@
 // pthread_kill on the pthread that port names, only under the registry lock (SignalPermit).
 #include <errno.h>
 #include <mach/mach.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -17,26 +16,11 @@
 
 namespace tcr::os {
 
-Result<pthread_t> pthread_create(const pthread_attr_t* attr, void* (*start)(void*), void* arg) {
-  if (int e = take_fault(Call::PthreadCreate)) return fail(Step::PthreadCreate, e);
-  pthread_t thread;
-  if (int e = ::pthread_create(&thread, attr, start, arg)) return fail(Step::PthreadCreate, e);
-  return thread;
-}
-
 Result<void*> mmap_anonymous(std::size_t length, int prot, bool /*stack*/) {
   if (int e = take_fault(Call::Mmap)) return fail(Step::StackMmap, e);
   void* p = ::mmap(nullptr, length, prot, MAP_PRIVATE | MAP_ANON, -1, 0);
   if (p == MAP_FAILED) return fail(Step::StackMmap, errno);
   return p;
-}
-
-void munmap(void* addr, std::size_t length) { ::munmap(addr, length); }
-
-Result<void> mprotect(void* addr, std::size_t length, int prot) {
-  if (int e = take_fault(Call::Mprotect)) return fail(Step::StackGuardMprotect, e);
-  if (::mprotect(addr, length, prot) != 0) return fail(Step::StackGuardMprotect, errno);
-  return {};
 }
 
 Result<int> pidfd_open(pid_t, unsigned) {
@@ -58,18 +42,6 @@ Result<void> tgkill(pid_t, pid_t tid, int sig) {
   }
   return {};
 }
-
-Result<bool> poll_readable(int fd, int timeout_ms) {
-  if (int e = take_fault(Call::Poll)) return fail(Step::PidfdPoll, e);
-  pollfd p{fd, POLLIN, 0};
-  for (;;) {
-    const int n = ::poll(&p, 1, timeout_ms);
-    if (n >= 0) return n > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
-    if (errno != EINTR) return fail(Step::PidfdPoll, errno);
-  }
-}
-
-void close(int fd) { ::close(fd); }
 
 pid_t gettid() { return static_cast<pid_t>(::pthread_mach_thread_np(::pthread_self())); }
 

@@ -82,4 +82,10 @@ std::string ResourceLedger::diff(const ResourceCounts& before, const ResourceCou
   return out;
 }
 
+std::optional<std::size_t> ResourceLedger::port_names() const {
+  std::size_t names = 0;
+  if (m_ports == nullptr || m_ports->names_count(&names) != mach::kSuccess) return std::nullopt;
+  return names;
+}
+
 }  // namespace tcr

@@ -158,10 +158,7 @@ ResourceCounts ResourceLedger::snapshot() const {
   counts.threads = count_threads();
   counts.rss_kb = rss_kb();
   // Last: a right that count_threads failed to give back would show up in this very snapshot.
-  if (m_ports != nullptr) {
-    std::size_t names = 0;
-    if (m_ports->names_count(&names) == mach::kSuccess) counts.port_names = names;
-  }
+  counts.port_names = port_names();
   return counts;
 }
 

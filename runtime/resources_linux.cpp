@@ -206,10 +206,7 @@ ResourceCounts ResourceLedger::snapshot() const {
   counts.threads = count_threads();
   counts.rss_kb = rss_kb();
   // Last, so that a leak in anything above that touched the port space would show here too.
-  if (m_ports != nullptr) {
-    std::size_t names = 0;
-    if (m_ports->names_count(&names) == mach::kSuccess) counts.port_names = names;
-  }
+  counts.port_names = port_names();
   return counts;
 }
 

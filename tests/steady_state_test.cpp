@@ -59,10 +59,12 @@ TEST(SteadyState, DetachedSpawnsDoNotGrowTheHeap) {
   const std::size_t records = m->stats().records;
   burst(10000);
   // How many records overlapping exits need can differ between bursts (a scheduling accident);
-  // what must not happen is growth that the record count does not explain.
+  // what must not happen is growth that the record count does not explain. A new record is its
+  // Tcr (a few hundred bytes) plus, when they double, the records and registry vectors: 2 KiB
+  // each is generous for that and far below a leak per thread (10,000 threads here).
   const std::size_t new_records = m->stats().records - records;
   std::printf("heap %zu -> %zu, records +%zu\n", heap, malloc_in_use(), new_records);
-  EXPECT_LE(malloc_in_use(), heap + new_records * 1024);
+  EXPECT_LE(malloc_in_use(), heap + new_records * 2048);
   EXPECT_LE(new_records, 16u);
   EXPECT_LE(GC_get_heap_size(), gc_heap + new_records * 4096);
   sem_destroy(&done);

@@ -1,4 +1,5 @@
 #include "tools/soak_report.h"
+#include "tools/tool_support.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -12,23 +13,9 @@ namespace {
 
 constexpr int kBarWidth = 30;
 
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
-// JSON has no NaN or infinity: a ratio with nothing to divide by is null.
-std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{:.3f}", v) : "null"; }
+using tools::json_number;
+using tools::json_string;
+using tools::median;
 
 std::string json_counts(const ResourceCounts& c) {
   std::string out = fmt::format(R"({{"fds":{},"pidfds":{},"maps":{},"threads":{},"rss_kb":{})",
@@ -44,13 +31,6 @@ std::string json_counts(const ResourceCounts& c) {
 }
 
 double ratio(double last, double first) { return first > 0 ? last / first : NAN; }
-
-double median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  const std::size_t mid = v.size() / 2;
-  return v.size() % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
-}
 
 }  // namespace
 

@@ -35,6 +35,7 @@
 #include "runtime/resources.h"
 #include "threads/thread_manager.h"
 #include "tools/soak_report.h"
+#include "tools/tool_support.h"
 
 // Sanitizer builds: ASan parks freed memory in its quarantine and maps allocator regions as it
 // fills, and every fresh thread stack touches new shadow pages, so maps and RSS grow there by
@@ -53,6 +54,10 @@
 
 namespace tcr::soak {
 namespace {
+
+using tools::handle_mode_choice;
+using tools::handle_mode_word;
+using tools::process_cpu_us;
 
 constexpr bool kSanitizerBuild = TCR_SOAK_SANITIZER_BUILD;
 
@@ -94,17 +99,6 @@ std::uint64_t interval_count(const SoakOptions& o) {
   return (o.threads + o.interval - 1) / o.interval;
 }
 
-// The CLI's words for ManagerOptions::handle_mode, and a short word for the mode in force that a
-// script reading the JSON can compare (to_string(HandleMode) is meant for people).
-HandleModeChoice handle_mode_choice(const std::string& word) {
-  if (word == "pidfd") return HandleModeChoice::Pidfd;
-  if (word == "tgkill") return HandleModeChoice::Tgkill;
-  return HandleModeChoice::Auto;
-}
-const char* handle_mode_word(HandleMode mode) {
-  return mode == HandleMode::Pidfd ? "pidfd" : "tgkill";
-}
-
 int fail_with(const Error& error, std::string_view what) {
   std::fprintf(stderr, "tcr-soak: %.*s: %s\n", static_cast<int>(what.size()), what.data(),
                error.message().c_str());
@@ -129,16 +123,6 @@ std::vector<std::string> grown_counts(const ResourceCounts& base, const Resource
         fmt::format("rss_kb {} -> {} (slack {})", base.rss_kb, end.rss_kb, rss_slack_kb));
   }
   return grew;
-}
-
-// User + system time of every thread the process has had, exited ones included.
-double process_cpu_us() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto us = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec) * 1e6 + static_cast<double>(tv.tv_usec);
-  };
-  return us(usage.ru_utime) + us(usage.ru_stime);
 }
 
 // A leak of one fd per thread over 100,000 threads would dump 100,000 lines; the first few hundred

@@ -1,12 +1,13 @@
-#include <fmt/format.h>
+#include "tools/tool_support.h"
+
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include "bench/bench.h"
+#include <fmt/format.h>
 
-namespace tcr::bench {
+namespace tcr::tools {
 
 double process_cpu_us() {
   rusage usage{};
@@ -41,4 +42,14 @@ std::string json_string(std::string_view s) {
 
 std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{:.3f}", v) : "null"; }
 
-}  // namespace tcr::bench
+HandleModeChoice handle_mode_choice(const std::string& word) {
+  if (word == "pidfd") return HandleModeChoice::Pidfd;
+  if (word == "tgkill") return HandleModeChoice::Tgkill;
+  return HandleModeChoice::Auto;
+}
+
+const char* handle_mode_word(HandleMode mode) {
+  return mode == HandleMode::Pidfd ? "pidfd" : "tgkill";
+}
+
+}  // namespace tcr::tools

@@ -101,7 +101,9 @@ TEST_P(Lifecycle, DetachedThreadsAreReaped) {
   EXPECT_EQ(s.live, 0u);
   EXPECT_EQ(s.dead_unreaped, 0u);
   EXPECT_EQ(s.reaped, 50u);
-  EXPECT_LE(s.records, 3u);  // recycled, not one per thread
+  // Recycled, not one per thread: only as many as exits overlapped the next spawn (a few; more
+  // under sanitizers, where exits are slow).
+  EXPECT_LT(s.records, 25u);
   sem_destroy(&done);
 }
 

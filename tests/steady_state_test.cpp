@@ -65,7 +65,7 @@ TEST(SteadyState, DetachedSpawnsDoNotGrowTheHeap) {
   const std::size_t new_records = m->stats().records - records;
   std::printf("heap %zu -> %zu, records +%zu\n", heap, malloc_in_use(), new_records);
   EXPECT_LE(malloc_in_use(), heap + new_records * 2048);
-  EXPECT_LE(new_records, 16u);
+  EXPECT_LE(new_records, 64u);  // overlap of exits, not history (10,000 threads)
   EXPECT_LE(GC_get_heap_size(), gc_heap + new_records * 4096);
   sem_destroy(&done);
 }

@@ -139,18 +139,23 @@ struct History {
   double ratio = 0;
 };
 
-// Median of the window's chunks: one burst of noise from a neighbour moves a chunk, not the median.
-Result<double> history_window(SpawnBench& bench, std::uint64_t window) {
-  constexpr std::uint64_t kChunks = 10;
-  const std::uint64_t chunk = std::max<std::uint64_t>(1, window / kChunks);
+// µs per thread over `window` cycles of `variant`, as the median of `chunks` timed chunks: one
+// burst of noise from a neighbour moves a chunk, not the median.
+Result<double> timed_window(SpawnBench& bench, Result<void> (SpawnBench::*variant)(std::uint64_t),
+                            std::uint64_t window, std::uint64_t chunks) {
+  const std::uint64_t chunk = std::max<std::uint64_t>(1, window / chunks);
   std::vector<double> samples;
   for (std::uint64_t done = 0; done < window; done += chunk) {
     const std::uint64_t n = std::min(chunk, window - done);
     const Clock::time_point t0 = Clock::now();
-    if (auto r = bench.tcr_detach(n); !r) return std::unexpected(r.error());
+    if (auto r = (bench.*variant)(n); !r) return std::unexpected(r.error());
     samples.push_back(micros_since(t0) / static_cast<double>(n));
   }
   return median(std::move(samples));
+}
+
+Result<double> history_window(SpawnBench& bench, std::uint64_t window) {
+  return timed_window(bench, &SpawnBench::tcr_detach, window, 10);
 }
 
 Result<History> measure_history(SpawnBench& bench, const SpawnBenchOptions& o) {
@@ -177,16 +182,7 @@ struct FdHighWater {
 };
 
 Result<double> join_window(SpawnBench& bench, std::uint64_t window) {
-  constexpr std::uint64_t kChunks = 5;
-  const std::uint64_t chunk = std::max<std::uint64_t>(1, window / kChunks);
-  std::vector<double> samples;
-  for (std::uint64_t done = 0; done < window; done += chunk) {
-    const std::uint64_t n = std::min(chunk, window - done);
-    const Clock::time_point t0 = Clock::now();
-    if (auto r = bench.tcr_join(n); !r) return std::unexpected(r.error());
-    samples.push_back(micros_since(t0) / static_cast<double>(n));
-  }
-  return median(std::move(samples));
+  return timed_window(bench, &SpawnBench::tcr_join, window, 5);
 }
 
 Result<FdHighWater> measure_fd_high_water(SpawnBench& bench, const SpawnBenchOptions& o) {

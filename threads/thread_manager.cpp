@@ -418,16 +418,30 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   return ThreadRef(t, id);
 }
 
+namespace {
+
+// The record a ThreadRef names, if it still does (caller holds the registry lock): a reaped and
+// reused record has another id, so a stale reference fails here instead of reaching a stranger.
+Result<Tcr*> record_of(ThreadRef ref, const char* op) {
+  Tcr* t = ref.tcr_unchecked();
+  if (t == nullptr) return fail(Step::BadArgument, 0, std::string(op) + ": empty ThreadRef");
+  if (t->id() != ref.id()) {
+    return fail(Step::StaleThread, 0,
+                "thread #" + std::to_string(ref.id()) + " was already joined or reaped");
+  }
+  return t;
+}
+
+}  // namespace
+
 Result<void*> ThreadManager::join(ThreadRef ref) {
   ManagerCore& core = *m_core;
-  Tcr* t = ref.m_tcr;
-  if (t == nullptr) return fail(Step::BadArgument, 0, "join: empty ThreadRef");
+  Tcr* t = nullptr;
   {
     std::lock_guard lock(core.mutex);
-    if (t->m_id != ref.m_id) {
-      return fail(Step::StaleThread, 0,
-                  "thread #" + std::to_string(ref.m_id) + " was already joined or reaped");
-    }
+    Result<Tcr*> found = record_of(ref, "join");
+    if (!found) return std::unexpected(found.error());
+    t = *found;
     if (t == Tcr::current()) return fail(Step::JoinSelf);
     if (t->m_adopted) return fail(Step::BadArgument, 0, "join: adopted threads are not joinable");
     if (t->m_detached) return fail(Step::ThreadDetached);
@@ -452,13 +466,10 @@ Result<void*> ThreadManager::join(ThreadRef ref) {
 
 Result<void> ThreadManager::detach(ThreadRef ref) {
   ManagerCore& core = *m_core;
-  Tcr* t = ref.m_tcr;
-  if (t == nullptr) return fail(Step::BadArgument, 0, "detach: empty ThreadRef");
   std::lock_guard lock(core.mutex);
-  if (t->m_id != ref.m_id) {
-    return fail(Step::StaleThread, 0,
-                "thread #" + std::to_string(ref.m_id) + " was already joined or reaped");
-  }
+  Result<Tcr*> found = record_of(ref, "detach");
+  if (!found) return std::unexpected(found.error());
+  Tcr* t = *found;
   if (t->m_adopted) return fail(Step::BadArgument, 0, "detach: adopted threads are not joinable");
   if (t->m_detached) return fail(Step::ThreadDetached);
   if (t->m_joining) return fail(Step::AlreadyJoined);
@@ -476,12 +487,10 @@ Result<void> ThreadManager::detach(ThreadRef ref) {
 
 Result<void> ThreadManager::signal(ThreadRef ref, int sig) {
   ManagerCore& core = *m_core;
-  Tcr* t = ref.m_tcr;
-  if (t == nullptr) return fail(Step::BadArgument, 0, "signal: empty ThreadRef");
   std::lock_guard lock(core.mutex);
-  if (t->m_id != ref.m_id) {
-    return fail(Step::StaleThread, 0, "thread #" + std::to_string(ref.m_id) + " was reaped");
-  }
+  Result<Tcr*> found = record_of(ref, "signal");
+  if (!found) return std::unexpected(found.error());
+  Tcr* t = *found;
   const TcrState state = t->state();
   if (state != TcrState::Running && state != TcrState::Exiting) {
     return fail(Step::ThreadExited, ESRCH,

@@ -4,8 +4,12 @@
 #include <gtest/gtest.h>
 #include <semaphore.h>
 
+#include <errno.h>
+
+#include <thread>
 #include <vector>
 
+#include "runtime/os.h"
 #include "test_support.h"
 
 namespace tcr {
@@ -63,6 +67,29 @@ TEST(StackCache, IsBoundedAndTrimGivesTheStacksBack) {
   EXPECT_EQ(m->trim(), 4u);
   EXPECT_EQ(m->stats().cached_stacks, 0u);
   testing::expect_no_leak(before, ledger.snapshot());
+}
+
+// Only reaped records put a stack back: an adoption or a failed spawn that took a record holding
+// a cached stack gives it up, so the count always matches what trim() finds on the free list.
+TEST(StackCache, TheCountMatchesTheFreeListAfterAdoptionsAndFailedSpawns) {
+  auto m = testing::make_manager();
+  ASSERT_TRUE(m->join(*m->spawn("cache-one", stack_of)));
+  ASSERT_EQ(m->stats().cached_stacks, 1u);
+  std::thread foreign([&] {  // takes the record that holds the cached stack
+    ASSERT_TRUE(m->adopt_current_thread("adopted"));
+    ASSERT_TRUE(m->release_current_thread());
+  });
+  foreign.join();
+  EXPECT_EQ(m->stats().cached_stacks, 0u);
+  EXPECT_EQ(m->trim(), 0u);
+  ASSERT_TRUE(m->join(*m->spawn("cache-again", stack_of)));
+  ASSERT_EQ(m->stats().cached_stacks, 1u);
+  {
+    os::ScopedFault fault(os::Call::PthreadCreate, 1, EAGAIN);  // takes the cached record, fails
+    ASSERT_FALSE(m->spawn("doomed", stack_of));
+  }
+  EXPECT_EQ(m->stats().cached_stacks, 0u);
+  EXPECT_EQ(m->trim(), 0u);
 }
 
 TEST(StackCache, ZeroMapsAFreshStackForEveryThread) {

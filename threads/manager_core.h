@@ -45,7 +45,7 @@ class ManagerCore {
   // Takes a record from the free list (or allocates one), gives it a fresh id and marks it
   // Reserved; counts it as live so shutdown() waits for it. ManagerShutDown after shutdown().
   Result<Tcr*> acquire_record(bool adopted);
-  // Gives back a record whose thread never ran (a failed spawn or adoption).
+  // Gives back a record whose thread never ran (a failed spawn or adoption), and its stack.
   void abandon_record(Tcr* t);
   // Under the lock: puts a record on the free list with its slots cleared, so a reaped thread's
   // GC objects are not kept alive by a record waiting for reuse.
@@ -58,7 +58,14 @@ class ManagerCore {
   void enter_registry(Tcr* t);
   void leave_registry_locked(Tcr* t);
 
-  bool should_register_with_gc(GcRegistration choice) const;
+  // Whether a thread is to be registered with the GC; BadArgument when asked of a manager
+  // created without the GC.
+  Result<bool> gc_registration(GcRegistration choice, const char* op) const;
+
+  // Unmaps the record's stack, if it holds one.
+  static void unmap_stack(Tcr* t);
+  // Under the lock: hands a Dead thread to the reaper.
+  void push_zombie_locked(Tcr* t);
 
   // The start routine of every spawned thread, and its way of reporting a failed start.
   static void* thread_entry(void* arg);
@@ -75,12 +82,13 @@ class ManagerCore {
   Tcr* free_list = nullptr;
   std::size_t free_count = 0;
   Tcr* zombies = nullptr;       // Dead detached threads whose OS thread may still be running
-  std::size_t zombie_count = 0;
   std::size_t managed_live = 0; // spawned threads from Reserved until Dead
   std::size_t detached_live = 0;  // of which detached; reap(true) waits for them
   std::size_t adopted_live = 0;
   std::size_t dead_unreaped = 0;
-  std::size_t cached_stacks = 0;  // free records that kept their thread's stack mapping
+  // Free records holding their last thread's stack. Only reap_record puts a stack back (an
+  // abandoned record, and an adopted thread's, give theirs up), so this is exact.
+  std::size_t cached_stacks = 0;
   std::size_t reapers_busy = 0;   // reap() calls releasing records they took off the zombie list
   bool shut_down = false;
   ManagerStats stats;

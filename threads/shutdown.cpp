@@ -96,9 +96,7 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
     } else {
       ++core.dead_unreaped;
       if (t.m_detached) {
-        t.m_next = core.zombies;
-        core.zombies = &t;
-        ++core.zombie_count;
+        core.push_zombie_locked(&t);
         if (--core.detached_live == 0) core.all_exited.notify_all();
       }
       if (--core.managed_live == 0) core.all_exited.notify_all();

@@ -65,19 +65,31 @@ ManagerCore::ManagerCore(ManagerOptions opts, HandleMode handle_mode)
 
 ManagerCore::~ManagerCore() {
   for (Tcr* t : records) {
-    if (t->m_stack_map != nullptr) os::munmap(t->m_stack_map, t->m_stack_map_size);
+    unmap_stack(t);
     sem_destroy(&t->m_exited);
     delete t;
   }
 }
 
-bool ManagerCore::should_register_with_gc(GcRegistration choice) const {
-  switch (choice) {
-    case GcRegistration::Inherit: return options.gc;
-    case GcRegistration::Register: return true;
-    case GcRegistration::DontRegister: return false;
+Result<bool> ManagerCore::gc_registration(GcRegistration choice, const char* op) const {
+  const bool wanted = choice == GcRegistration::Register ||
+                      (choice == GcRegistration::Inherit && options.gc);
+  if (wanted && !options.gc) {
+    return fail(Step::BadArgument, 0,
+                std::string(op) + ": GC registration asked of a manager without GC");
   }
-  return options.gc;
+  return wanted;
+}
+
+void ManagerCore::unmap_stack(Tcr* t) {
+  if (t->m_stack_map == nullptr) return;
+  os::munmap(t->m_stack_map, t->m_stack_map_size);
+  t->m_stack_map = nullptr;
+}
+
+void ManagerCore::push_zombie_locked(Tcr* t) {
+  t->m_next = zombies;
+  zombies = t;
 }
 
 Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
@@ -105,7 +117,6 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
     sem_init(&t->m_exited, 0, 0);
     t->m_core = this;
     records.push_back(t);  // capacity reserved above: cannot throw
-    stats.records = records.size();
   }
   t->m_id = g_next_id.fetch_add(1, std::memory_order_relaxed);
   t->m_next = nullptr;
@@ -143,6 +154,7 @@ void ManagerCore::free_record_locked(Tcr* t) {
 }
 
 void ManagerCore::abandon_record(Tcr* t) {
+  unmap_stack(t);
   t->m_handle.release();
   HandleTable::instance().detach_chain(t->m_handle_chain);
   t->m_fn = nullptr;
@@ -179,8 +191,7 @@ void ManagerCore::reap_record(Tcr* t) {
     ++cached_stacks;
   } else if (t->m_stack_map != nullptr) {
     lock.unlock();
-    os::munmap(t->m_stack_map, t->m_stack_map_size);
-    t->m_stack_map = nullptr;
+    unmap_stack(t);
     lock.lock();
   }
   free_record_locked(t);
@@ -322,10 +333,8 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
                 "spawn: stack_size " + std::to_string(options.stack_size) +
                     " is outside [64 KiB, 1 GiB]");
   }
-  const bool gc_register = core.should_register_with_gc(options.gc);
-  if (gc_register && !core.options.gc) {
-    return fail(Step::BadArgument, 0, "spawn: GC registration asked of a manager without GC");
-  }
+  const Result<bool> gc_register = core.gc_registration(options.gc, "spawn");
+  if (!gc_register) return std::unexpected(gc_register.error());
   reap(false);  // detached threads that finished since the last spawn
 
   Result<Tcr*> acquired = core.acquire_record(false);
@@ -343,7 +352,7 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
     t->m_detached = true;
     ++core.detached_live;
   }
-  t->m_gc_registered = gc_register;
+  t->m_gc_registered = *gc_register;
   t->m_slots[Tcr::kArgumentSlot] = options.argument;
 
   // The stack: our own mapping with a guard page below it, owned by the record. It is either
@@ -352,23 +361,19 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   const std::size_t page = page_size();
   const std::size_t stack = (options.stack_size + page - 1) & ~(page - 1);
   const std::size_t total = stack + page;
-  if (t->m_stack_map != nullptr && t->m_stack_map_size != total) {
-    os::munmap(t->m_stack_map, t->m_stack_map_size);
-    t->m_stack_map = nullptr;
-  }
+  if (t->m_stack_map_size != total) ManagerCore::unmap_stack(t);
   if (t->m_stack_map == nullptr) {
     Result<void*> map = os::mmap_anonymous(total, PROT_READ | PROT_WRITE, /*stack=*/true);
     if (!map) {
       core.abandon_record(t);
       return std::unexpected(map.error());
     }
-    if (Result<void> guard = os::mprotect(*map, page, PROT_NONE); !guard) {
-      os::munmap(*map, total);
-      core.abandon_record(t);
-      return std::unexpected(guard.error());
-    }
     t->m_stack_map = *map;
     t->m_stack_map_size = total;
+    if (Result<void> guard = os::mprotect(*map, page, PROT_NONE); !guard) {
+      core.abandon_record(t);  // unmaps the stack: a failed spawn returns its record bare
+      return std::unexpected(guard.error());
+    }
   }
   t->m_stack_low = static_cast<char*>(t->m_stack_map) + page;
   t->m_stack_high = static_cast<char*>(t->m_stack_map) + total;
@@ -387,8 +392,6 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   pthread_attr_destroy(&attr);
   if (!thread) {
     sem_destroy(&handshake.started);
-    os::munmap(t->m_stack_map, total);  // a failed spawn returns its record with no stack
-    t->m_stack_map = nullptr;
     core.abandon_record(t);
     return std::unexpected(thread.error());
   }
@@ -404,8 +407,6 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   sem_destroy(&handshake.started);
   if (handshake.failed) {
     pthread_join(t->m_pthread, nullptr);
-    os::munmap(t->m_stack_map, total);
-    t->m_stack_map = nullptr;
     Error error = std::move(handshake.error);
     core.abandon_record(t);
     log::warn("spawn '{}' failed: {}", name, error.message());
@@ -475,10 +476,7 @@ Result<void> ThreadManager::detach(ThreadRef ref) {
   if (t->m_joining) return fail(Step::AlreadyJoined);
   t->m_detached = true;
   if (t->state() == TcrState::Dead) {
-    // It already left the registry as joinable: hand it to the reaper now.
-    t->m_next = core.zombies;
-    core.zombies = t;
-    ++core.zombie_count;
+    core.push_zombie_locked(t);  // it already left the registry as joinable
   } else {
     ++core.detached_live;
   }
@@ -502,13 +500,14 @@ Result<void> ThreadManager::signal(ThreadRef ref, int sig) {
 Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOptions options) {
   ManagerCore& core = *m_core;
   if (Tcr::current() != nullptr) return fail(Step::AlreadyAdopted);
-  const bool gc_register = core.should_register_with_gc(options.gc);
-  if (gc_register && !core.options.gc) {
-    return fail(Step::BadArgument, 0, "adopt: GC registration asked of a manager without GC");
-  }
+  const Result<bool> gc_register = core.gc_registration(options.gc, "adopt");
+  if (!gc_register) return std::unexpected(gc_register.error());
   Result<Tcr*> acquired = core.acquire_record(true);
   if (!acquired) return std::unexpected(acquired.error());
   Tcr* t = *acquired;
+  // An adopted thread runs on its own stack: a cached one on this record goes, so only reaped
+  // records ever put a stack back into the cache.
+  ManagerCore::unmap_stack(t);
   try {
     t->m_name.assign(name);
   } catch (const std::bad_alloc&) {
@@ -525,7 +524,7 @@ Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOpt
     return std::unexpected(handle.error());
   }
   t->m_handle = std::move(*handle);
-  if (gc_register) {
+  if (*gc_register) {
     Result<void*> base = gc::current_stack_base();
     Result<bool> registered =
         base ? gc::register_current_thread(*base) : Result<bool>(std::unexpected(base.error()));
@@ -605,7 +604,6 @@ std::size_t ThreadManager::reap(bool wait) {
         Tcr* t = *link;
         if (wait || os::try_join(t->m_pthread)) {
           *link = t->m_next;
-          --core.zombie_count;
           t->m_next = done;
           done = t;
         } else {
@@ -661,8 +659,7 @@ std::size_t ThreadManager::trim() {
   std::size_t released = 0;
   for (Tcr* t = core.free_list; t != nullptr; t = t->m_next) {
     if (t->m_stack_map == nullptr) continue;
-    os::munmap(t->m_stack_map, t->m_stack_map_size);
-    t->m_stack_map = nullptr;
+    ManagerCore::unmap_stack(t);
     ++released;
   }
   core.cached_stacks = 0;

@@ -25,8 +25,8 @@ constexpr std::size_t kMinStack = std::size_t{64} << 10;
 constexpr std::size_t kMaxStack = std::size_t{1} << 30;
 constexpr std::size_t kSlotWords = 2 + Tcr::kSlots;  // argument, result, user slots
 
-// TCR ids are unique in the process, not per manager: they tag kernel handles in the process-wide
-// HandleTable, and shutdown step 5 closes extras by id.
+// TCR ids are unique in the process, not per manager: they tag kernel handles in the one
+// process-wide HandleTable, whose dump must say unambiguously whose each fd is.
 std::atomic<std::uint64_t> g_next_id{1};
 
 std::size_t page_size() {

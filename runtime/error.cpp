@@ -16,6 +16,7 @@ std::string_view to_string(Step step) {
     case Step::Tgkill: return "tgkill";
     case Step::TcrAllocate: return "allocating a thread control record";
     case Step::GcRegister: return "GC_register_my_thread";
+    case Step::Sigaction: return "sigaction (manager signals)";
     case Step::MachGetRefs: return "mach_port_get_refs";
     case Step::MachModRefs: return "mach_port_mod_refs";
     case Step::MachDeallocate: return "mach_port_deallocate";
@@ -32,13 +33,14 @@ std::string_view to_string(Step step) {
     case Step::AlreadyAdopted: return "thread already has a TCR";
     case Step::NotAdopted: return "thread was not adopted";
     case Step::AdoptedThreadsAlive: return "adopted threads still alive";
+    case Step::StopTimeout: return "stop-the-world timed out";
   }
   return "unknown step";
 }
 
 namespace {
 
-bool is_os_step(Step step) { return step <= Step::GcRegister || step == Step::ThreadExited; }
+bool is_os_step(Step step) { return step <= Step::Sigaction || step == Step::ThreadExited; }
 bool is_mach_step(Step step) { return step >= Step::MachGetRefs && step <= Step::MachPortNames; }
 
 }  // namespace

@@ -24,6 +24,7 @@ enum class Step : std::uint8_t {
   Tgkill,
   TcrAllocate,  // allocating a TCR or its GC slot block; code ENOMEM
   GcRegister,   // GC_register_my_thread; code is errno-like (ENOMEM, ENOSYS for GC_NO_THREADS)
+  Sigaction,    // installing the manager's signal handlers; EBUSY when no signal is free
   // Mach steps: code is a kern_return_t.
   MachGetRefs,
   MachModRefs,
@@ -42,6 +43,7 @@ enum class Step : std::uint8_t {
   AlreadyAdopted,    // adopt_current_thread on a thread that already has a TCR
   NotAdopted,        // release_current_thread on a thread tcr did not adopt
   AdoptedThreadsAlive,  // ThreadManager::shutdown while adopted foreign threads still run
+  StopTimeout,       // a thread did not acknowledge a stop within ManagerOptions::stop_timeout
 };
 
 std::string_view to_string(Step step);

@@ -1,6 +1,7 @@
 #include "runtime/gc.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <unistd.h>
 
 // GC_THREADS declares the thread registration API; GC_NO_THREAD_REDIRECTS keeps gc.h from
@@ -60,6 +61,22 @@ Result<bool> register_current_thread(void* stack_base) {
 }
 
 void unregister_current_thread() { GC_unregister_my_thread(); }
+
+std::vector<int> collector_signals() {
+  std::vector<int> out;
+#ifdef SIGPWR
+  out.push_back(SIGPWR);
+#endif
+  out.push_back(SIGXCPU);
+  if (GC_is_init_called()) {
+    out.push_back(GC_get_suspend_signal());
+    out.push_back(GC_get_thr_restart_signal());
+  }
+  return out;
+}
+
+void lock_allocator() { GC_alloc_lock(); }
+void unlock_allocator() { GC_alloc_unlock(); }
 
 Result<void*> current_stack_base() {
   GC_stack_base sb{};

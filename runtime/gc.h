@@ -25,6 +25,18 @@ void unregister_current_thread();
 // adopted threads, whose stacks tcr did not map.
 Result<void*> current_stack_base();
 
+// The signals Boehm GC uses to stop and restart the world, which tcr must not take for itself:
+// what this Boehm answers once initialized, plus its Linux defaults (SIGPWR, SIGXCPU) before.
+std::vector<int> collector_signals();
+
+// Boehm's allocation lock (GC_alloc_lock), which every collection holds. tcr's stop-the-world
+// holds it from before it signals the first thread until the world resumes, so the two
+// stop-the-worlds never interleave: a Boehm collector half-way through stopping the world is
+// never suspended by tcr (it would wait forever for threads tcr then holds), and no thread that
+// tcr suspends can be holding the lock. Not reentrant.
+void lock_allocator();
+void unlock_allocator();
+
 // Memory for TCR slot blocks: zeroed, fixed-size blocks that the collector scans as roots and
 // never frees, carved from malloc'd chunks each registered once with GC_add_roots (or not
 // registered, for managers without the GC). Unlike GC_MALLOC_UNCOLLECTABLE, allocating here never

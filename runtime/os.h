@@ -7,9 +7,11 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <pthread.h>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -83,6 +85,21 @@ bool try_join(pthread_t thread);
 void set_current_thread_name(const char* name);
 // The calling thread's stack [low, high), or false if the OS cannot tell.
 bool current_stack_bounds(void** low, void** high);
+
+// ---- waiting on a word (futex on Linux, __ulock on Darwin): no fault injection, no allocation --
+// Both are one system call and async-signal-safe: the stop-the-world handler waits with the first
+// and the interrupt handler wakes with the second.
+
+// Sleeps while *word == expected, until a wake, a signal, or timeout_ns (< 0: no timeout).
+// Returns at once if *word != expected. Spurious returns happen: callers re-check their condition.
+void wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                     std::int64_t timeout_ns = -1);
+// Wakes one (all = false) or every thread waiting on word.
+void wake_address(std::atomic<std::uint32_t>* word, bool all);
+
+// The signals the manager may take for itself, in order of preference (Linux: the real-time
+// signals from SIGRTMAX down; Darwin has none, so SIGUSR2 and SIGUSR1).
+std::vector<int> candidate_manager_signals();
 
 // PIDFD_THREAD (Linux 6.9) is O_EXCL; Debian 12's headers predate it.
 inline constexpr unsigned kPidfdThread = 0200;

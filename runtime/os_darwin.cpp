@@ -14,7 +14,17 @@
 
 #include "runtime/os.h"
 
+// libc++'s std::atomic::wait is built on these; they are stable system calls, not in a header.
+extern "C" int __ulock_wait(std::uint32_t operation, void* addr, std::uint64_t value,
+                            std::uint32_t timeout_us);
+extern "C" int __ulock_wake(std::uint32_t operation, void* addr, std::uint64_t wake_value);
+
 namespace tcr::os {
+namespace {
+constexpr std::uint32_t kUlCompareAndWait = 1;
+constexpr std::uint32_t kUlfWakeAll = 0x100;
+constexpr std::uint32_t kUlfNoErrno = 0x01000000;
+}  // namespace
 
 Result<void*> mmap_anonymous(std::size_t length, int prot, bool /*stack*/) {
   if (int e = take_fault(Call::Mmap)) return fail(Step::StackMmap, e);
@@ -59,5 +69,18 @@ bool current_stack_bounds(void** low, void** high) {
   *low = top - ::pthread_get_stacksize_np(self);
   return true;
 }
+
+void wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                     std::int64_t timeout_ns) {
+  const std::uint32_t timeout_us =
+      timeout_ns < 0 ? 0 : static_cast<std::uint32_t>(timeout_ns / 1000 + 1);
+  __ulock_wait(kUlCompareAndWait | kUlfNoErrno, word, expected, timeout_us);
+}
+
+void wake_address(std::atomic<std::uint32_t>* word, bool all) {
+  __ulock_wake(kUlCompareAndWait | kUlfNoErrno | (all ? kUlfWakeAll : 0), word, 0);
+}
+
+std::vector<int> candidate_manager_signals() { return {SIGUSR2, SIGUSR1}; }
 
 }  // namespace tcr::os

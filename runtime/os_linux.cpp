@@ -1,5 +1,7 @@
 // The OS shim's Linux calls. Every acquisition consults take_fault() first.
 #include <errno.h>
+#include <linux/futex.h>
+#include <time.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -64,6 +66,29 @@ bool current_stack_bounds(void** low, void** high) {
   ::pthread_attr_destroy(&attr);
   if (ok) *high = static_cast<char*>(*low) + size;
   return ok;
+}
+
+void wait_on_address(std::atomic<std::uint32_t>* word, std::uint32_t expected,
+                     std::int64_t timeout_ns) {
+  static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+  timespec ts{};
+  if (timeout_ns >= 0) {
+    ts.tv_sec = static_cast<time_t>(timeout_ns / 1000000000);
+    ts.tv_nsec = static_cast<long>(timeout_ns % 1000000000);
+  }
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected,
+            timeout_ns >= 0 ? &ts : nullptr, nullptr, 0);
+}
+
+void wake_address(std::atomic<std::uint32_t>* word, bool all) {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE,
+            all ? INT32_MAX : 1, nullptr, nullptr, 0);
+}
+
+std::vector<int> candidate_manager_signals() {
+  std::vector<int> out;
+  for (int sig = SIGRTMAX; sig >= SIGRTMIN; --sig) out.push_back(sig);
+  return out;
 }
 
 }  // namespace tcr::os

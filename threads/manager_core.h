@@ -7,6 +7,7 @@
 
 #include <semaphore.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <cstddef>
@@ -54,9 +55,11 @@ class ManagerCore {
   // record to the free list. The caller must have made sure nothing else can reach the record.
   void reap_record(Tcr* t);
 
-  // Under the lock: enter the registry as Running / leave it as Dead.
+  // Enter the registry as Running / leave it as Dead (the caller holds `lock` on mutex). Both
+  // wait at the gate while the world is stopped, so a StoppedWorld's list stays exact.
   void enter_registry(Tcr* t);
-  void leave_registry_locked(Tcr* t);
+  void leave_registry(std::unique_lock<std::mutex>& lock, Tcr* t);
+  void wait_for_world(std::unique_lock<std::mutex>& lock);
 
   // Whether a thread is to be registered with the GC; BadArgument when asked of a manager
   // created without the GC.
@@ -92,6 +95,18 @@ class ManagerCore {
   std::size_t reapers_busy = 0;   // reap() calls releasing records they took off the zombie list
   bool shut_down = false;
   ManagerStats stats;
+
+  // Stop-the-world (threads/stop_world.cpp).
+  std::mutex stop_mutex;  // held by the initiator from suspend_all to its last resume_all
+  std::atomic<Tcr*> stop_owner{nullptr};
+  unsigned stop_depth = 0;           // owner's nesting (owner thread only)
+  bool stop_holds_gc_lock = false;   // owner thread only
+  std::uint64_t stop_epoch = 0;      // under mutex
+  bool world_stopped = false;        // under mutex: the registry gate
+  std::condition_variable world_resumed;
+  std::atomic<std::uint32_t> resume_word{0};  // futex word suspended handlers sleep on
+  std::vector<StoppedThread> stopped;    // the current stop's list (reserved before signalling)
+  std::vector<Tcr*> stop_waiting;        // targets whose acknowledgement is awaited
 };
 
 

@@ -11,6 +11,7 @@
 #include "runtime/log.h"
 #include "runtime/mach_ports.h"
 #include "threads/current.h"
+#include "threads/internal.h"
 #include "threads/manager_core.h"
 
 namespace tcr {
@@ -22,20 +23,31 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
   int cancel_state = PTHREAD_CANCEL_DISABLE;
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
   t.m_state.store(TcrState::Exiting, std::memory_order_release);
+  // A thread that returns while holding the world stopped would wait at step 6 for itself.
+  detail::StopWorldAccess::release_stop_at_exit(t);
 
-  // 1. The runtime's exit hooks run first, while the thread is still fully itself: registered
+  // 1. The thread's last safe point: interrupts queued before now run here, on this thread, and
+  //    the mailbox closes, so a later interrupt() settles Undelivered(ThreadExited) at once
+  //    instead of waiting for a thread that will never poll again (seed 000: the message in
+  //    flight while its target exits is neither lost nor run elsewhere).
+  //    The runtime's exit hooks run next, while the thread is still fully itself: registered
   //    with the GC (hooks may allocate), reachable by signals and still in the registry. Then the
   //    result is published into a GC-visible slot, so a GC pointer returned by the thread stays
   //    alive until join reads it.
+  detail::InterruptAccess::drain_at_exit(t);
   for (const std::function<void(Tcr&)>& hook : core.options.exit_hooks) {
     ManagerCore::run_exit_hook(hook, t);
   }
   t.m_slots[Tcr::kResultSlot] = result;
 
-  // 2. From here on the thread must not take part in a handshake it cannot finish. Today the
-  //    manager sends no signal of its own besides what embedders send through signal(); the
-  //    stop-the-world (which will acknowledge an exiting thread here) adds its signals to this
-  //    mask. Boehm's suspend signal stays deliverable until step 3, as Boehm requires.
+  // 2. From here on the thread must not take part in a handshake it cannot finish: the manager's
+  //    suspend and interrupt signals are blocked, and a stop-the-world that asked for this
+  //    thread (or asks later) gets its acknowledgement as Exiting: it has no stack left to scan
+  //    (the result is in a GC-visible slot) and it waits at step 6 until the world resumes.
+  //    Boehm's suspend signal stays deliverable until step 3, as Boehm requires.
+  sigset_t old_mask;
+  detail::block_manager_signals(&old_mask);
+  detail::StopWorldAccess::acknowledge_exit(t);
 
   // 3. Unregister from the GC before the stack goes away: after this a collection neither scans
   //    this stack nor tries to suspend this thread. Only if we registered it (the main thread,
@@ -82,8 +94,8 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
   detail::t_current = nullptr;
   std::shared_ptr<ManagerCore> keep_core;
   {
-    std::lock_guard lock(core.mutex);
-    core.leave_registry_locked(&t);
+    std::unique_lock lock(core.mutex);
+    core.leave_registry(lock, &t);
     if (adopted) {
       --core.adopted_live;
       // Nobody can reach the record any more (it is out of the registry and adopted threads
@@ -107,8 +119,11 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
   // 7. Wake the joiner. The record stays ours until pthread_join (join or the reaper) sees this
   //    OS thread gone, so touching it here is safe; after this the thread only returns from its
   //    start routine (pthread_exit) and glibc frees nothing of ours.
-  if (!adopted) sem_post(&t.m_exited);
+  if (!adopted) t.m_exited.post();
   pthread_setcancelstate(cancel_state, nullptr);
+  // An adopted thread released early lives on as a foreign thread: its signal mask comes back
+  // (the manager's handlers ignore a thread without a Tcr).
+  if (adopted) pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   // keep_core: an adopted thread may have been the last owner of the manager's core.
 }
 

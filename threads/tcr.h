@@ -14,21 +14,31 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
 #include "runtime/error.h"
 #include "runtime/kernel_handle.h"
+#include "runtime/machine_context.h"
 #include "runtime/mach_ports.h"
+#include "threads/semaphore.h"
+#include "threads/stop_world.h"
 
 namespace tcr {
 
 class Tcr;
 class ManagerCore;
 struct StartHandshake;  // threads/manager_core.h
+namespace detail {
+struct InterruptState;  // threads/interrupt.h
+struct StopWorldAccess;  // threads/stop_world.cpp
+struct InterruptAccess;  // threads/interrupt.cpp
+}  // namespace detail
 void shutdown_thread_tcr(Tcr& t, void* result);  // threads/shutdown.cpp
 
 // What a spawned thread runs. Its result is kept in a GC-visible slot until join.
@@ -88,6 +98,10 @@ class Tcr {
  private:
   friend class ManagerCore;
   friend class ThreadManager;
+  friend class BlockingScope;
+  friend class Semaphore;
+  friend struct detail::StopWorldAccess;
+  friend struct detail::InterruptAccess;
   friend void shutdown_thread_tcr(Tcr& t, void* result);
   static constexpr std::size_t kArgumentSlot = 0;
   static constexpr std::size_t kResultSlot = 1;
@@ -121,8 +135,31 @@ class Tcr {
   // On the spawner's stack, not in the record: once the new thread has posted it, the record may
   // be reaped and reused (a quick detached thread) before the spawner wakes up to read it.
   StartHandshake* m_handshake = nullptr;
-  sem_t m_exited;             // posted by shutdown_thread_tcr step 7
+  Semaphore m_exited;         // posted by shutdown_thread_tcr step 7
   std::exception_ptr m_exception;
+
+  // Stop-the-world (threads/stop_world.cpp). m_stw_state is the thread's side of the handshake
+  // and the futex word a thread leaving a claimed BlockingScope sleeps on; the epochs say which
+  // stop was asked of it and which one it acknowledged; the handler or step 2 posts m_stop_ack_sem.
+  std::atomic<std::uint32_t> m_stw_state{0};
+  std::atomic<std::uint64_t> m_stop_request{0};
+  std::atomic<std::uint64_t> m_stop_ack{0};
+  Semaphore m_stop_ack_sem;
+  StopKind m_stop_kind = StopKind::Suspended;  // written by whoever acknowledges, before the ack
+  RegisterSet m_stop_regs;                     // written by the suspend handler
+  const RegisterSet* m_blocking_regs = nullptr;  // the outermost BlockingScope's capture
+  unsigned m_blocking_depth = 0;               // own thread only
+
+  // process-interrupt (threads/interrupt.cpp). The mailbox is open from registry entry until
+  // the thread's exit drained it for the last time.
+  std::mutex m_mailbox_mutex;
+  std::deque<std::shared_ptr<detail::InterruptState>> m_mailbox;
+  bool m_mailbox_open = false;
+  std::atomic<bool> m_interrupt_pending{false};
+  // The futex word of the Semaphore this thread is blocked in, for its interrupt handler to bump.
+  // Written by the thread, read by its own signal handler only.
+  std::atomic<std::atomic<std::uint32_t>*> m_wait_word{nullptr};
+  bool m_running_interrupts = false;  // own thread only: closures do not nest
 
   void** m_slots;             // GC_MALLOC_UNCOLLECTABLE block of kFirstUserSlot + kSlots words
   Tcr* m_next = nullptr;      // free list / zombie list link

@@ -16,6 +16,7 @@
 #include "runtime/log.h"
 #include "runtime/os.h"
 #include "threads/current.h"
+#include "threads/internal.h"
 #include "threads/manager_core.h"
 
 namespace tcr {
@@ -66,7 +67,6 @@ ManagerCore::ManagerCore(ManagerOptions opts, HandleMode handle_mode)
 ManagerCore::~ManagerCore() {
   for (Tcr* t : records) {
     unmap_stack(t);
-    sem_destroy(&t->m_exited);
     delete t;
   }
 }
@@ -114,14 +114,13 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
     if (slots == nullptr) return fail(Step::TcrAllocate, ENOMEM);
     t = new (std::nothrow) Tcr(slots);
     if (t == nullptr) return fail(Step::TcrAllocate, ENOMEM);  // the slot block stays in the arena
-    sem_init(&t->m_exited, 0, 0);
     t->m_core = this;
     records.push_back(t);  // capacity reserved above: cannot throw
   }
   t->m_id = g_next_id.fetch_add(1, std::memory_order_relaxed);
   t->m_next = nullptr;
   // A thread that was detached after it exited posted m_exited with no joiner to take it.
-  while (sem_trywait(&t->m_exited) == 0) {
+  while (t->m_exited.try_wait()) {
   }
   t->m_adopted = adopted;
   t->m_detached = false;
@@ -198,14 +197,23 @@ void ManagerCore::reap_record(Tcr* t) {
   ++stats.reaped;
 }
 
+void ManagerCore::wait_for_world(std::unique_lock<std::mutex>& lock) {
+  world_resumed.wait(lock, [&] { return !world_stopped; });
+}
+
 void ManagerCore::enter_registry(Tcr* t) {
-  std::lock_guard lock(mutex);
+  std::unique_lock lock(mutex);
+  // A thread that starts while the world is stopped waits here, before it runs any user code.
+  wait_for_world(lock);
+  detail::StopWorldAccess::reset(*t);
+  detail::InterruptAccess::open(*t);
   t->m_registry_index = registry.size();
   registry.push_back(t);
   t->m_state.store(TcrState::Running, std::memory_order_release);
 }
 
-void ManagerCore::leave_registry_locked(Tcr* t) {
+void ManagerCore::leave_registry(std::unique_lock<std::mutex>& lock, Tcr* t) {
+  wait_for_world(lock);
   // Swap-remove: O(1), so exits cost the same with ten threads or ten thousand.
   const std::size_t i = t->m_registry_index;
   Tcr* last = registry.back();
@@ -233,6 +241,8 @@ void* ManagerCore::thread_entry(void* arg) {
   // cancellation point inside the start-up or shutdown code (a log write, an exit hook) would
   // unwind out of it half done and leave the record in the registry.
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
+  // The spawner's mask is inherited; the manager's own signals must reach every thread it runs.
+  detail::unblock_manager_signals();
   // Every reader of m_pthread (spawn on a failed start, join, the reaper) reads it after a
   // handshake, semaphore or lock that this thread passes later.
   t->m_pthread = pthread_self();
@@ -277,6 +287,10 @@ Result<std::unique_ptr<ThreadManager>> ThreadManager::create(ManagerOptions opti
   if (options.gc) {
     if (Result<void> r = gc::initialize(); !r) return std::unexpected(r.error());
   }
+  // After Boehm's start-up, so its signals are known and avoided.
+  if (Result<ManagerSignals> r = detail::install_manager_signals(); !r) {
+    return std::unexpected(r.error());
+  }
   HandleMode mode = detected_handle_mode();
   if (options.handle_mode == HandleModeChoice::Tgkill) mode = HandleMode::Tgkill;
   if (options.handle_mode == HandleModeChoice::Pidfd && mode != HandleMode::Pidfd) {
@@ -317,7 +331,7 @@ ThreadManager::~ThreadManager() {
     }
   }
   for (Tcr* t : unjoined) {
-    sem_wait_uninterrupted(&t->m_exited);
+    t->m_exited.wait(Semaphore::Interrupts::Hold);
     pthread_join(t->m_pthread, nullptr);
     m_core->reap_record(t);
   }
@@ -328,6 +342,11 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
                                        SpawnOptions options) {
   ManagerCore& core = *m_core;
   if (!fn) return fail(Step::BadArgument, 0, "spawn: empty thread function");
+  if (world_stopped_by_caller()) {
+    return fail(Step::BadArgument, 0,
+                "spawn while this thread holds the world stopped: the new thread would wait for "
+                "resume_all");
+  }
   if (options.stack_size < kMinStack || options.stack_size > kMaxStack) {
     return fail(Step::BadArgument, 0,
                 "spawn: stack_size " + std::to_string(options.stack_size) +
@@ -444,12 +463,16 @@ Result<void*> ThreadManager::join(ThreadRef ref) {
     if (!found) return std::unexpected(found.error());
     t = *found;
     if (t == Tcr::current()) return fail(Step::JoinSelf);
+    if (world_stopped_by_caller()) {
+      return fail(Step::BadArgument, 0,
+                  "join while this thread holds the world stopped: the thread cannot finish");
+    }
     if (t->m_adopted) return fail(Step::BadArgument, 0, "join: adopted threads are not joinable");
     if (t->m_detached) return fail(Step::ThreadDetached);
     if (t->m_joining) return fail(Step::AlreadyJoined);
     t->m_joining = true;
   }
-  sem_wait_uninterrupted(&t->m_exited);  // shutdown_thread_tcr step 7
+  t->m_exited.wait();  // shutdown_thread_tcr step 7; a safe point for this thread's interrupts
   // The OS thread is past its last touch of the Tcr; wait until it is gone, so its stack and
   // pidfd can be released.
   if (int rc = pthread_join(t->m_pthread, nullptr); rc != 0) {
@@ -545,6 +568,7 @@ Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOpt
     core.abandon_record(t);
     return fail(Step::TcrAllocate, rc, "pthread_setspecific");
   }
+  detail::unblock_manager_signals();
   core.enter_registry(t);
   detail::t_current = t;
   {
@@ -560,6 +584,9 @@ Result<void> ThreadManager::release_current_thread() {
   if (t == nullptr || !t->m_adopted || t->m_core != m_core.get()) return fail(Step::NotAdopted);
   if (t->state() != TcrState::Running) {
     return fail(Step::BadArgument, 0, "release_current_thread from the thread's own exit hooks");
+  }
+  if (t->m_blocking_depth > 0) {
+    return fail(Step::BadArgument, 0, "release_current_thread inside a BlockingScope");
   }
   pthread_setspecific(adopted_key(), nullptr);
   shutdown_thread_tcr(*t, nullptr);
@@ -667,6 +694,8 @@ std::size_t ThreadManager::trim() {
 }
 
 HandleMode ThreadManager::handle_mode() const { return m_core->mode; }
+
+ManagerSignals ThreadManager::signals() { return detail::manager_signals(); }
 
 ManagerStats ThreadManager::stats() const {
   std::lock_guard lock(m_core->mutex);

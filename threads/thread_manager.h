@@ -12,6 +12,7 @@
 //    whatever was never joined and frees the records.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -23,6 +24,9 @@
 #include "runtime/error.h"
 #include "runtime/kernel_handle.h"
 #include "runtime/mach_ports.h"
+#include "threads/interrupt.h"
+#include "threads/semaphore.h"
+#include "threads/stop_world.h"
 #include "threads/tcr.h"
 
 namespace tcr {
@@ -47,6 +51,10 @@ struct ManagerOptions {
   // faulted in, and spawn skips mmap, mprotect and munmap. Bounded, so mappings stay flat however
   // many threads come and go; trim() gives them back. 0: a fresh mapping for every thread.
   std::size_t cached_stacks = 8;
+  // How long suspend_all() waits for one thread's acknowledgement (resending the signal with
+  // backoff meanwhile) before it gives up, resumes the others and answers StopTimeout. 0: no
+  // limit, as a collector that cannot proceed without every thread wants.
+  std::chrono::milliseconds stop_timeout{0};
 };
 
 enum class GcRegistration : std::uint8_t { Inherit, Register, DontRegister };
@@ -133,6 +141,31 @@ class ThreadManager {
   // Unmaps the stacks that free records keep for reuse (ManagerOptions::cached_stacks), and
   // answers how many. Afterwards the manager holds no thread stack that no thread is using.
   std::size_t trim();
+
+  // ---- stop the world (threads/stop_world.h) ----
+  // Stops every other thread in the registry and lists them for a conservative scan. Called from
+  // a thread of this manager (spawned or adopted); nests on that thread; a second initiator waits
+  // (suspended, if it is a target). Errors: BadArgument from a thread the manager does not know;
+  // the signal step's error if a thread cannot be signalled; StopTimeout. On error every thread
+  // runs again. While stopped, the caller must not spawn, join, or allocate from the GC heap.
+  Result<StoppedWorld> suspend_all();
+  // Ends one level of suspend_all() on the calling thread; the world runs again at the outermost.
+  Result<void> resume_all();
+  // Whether the calling thread holds this manager's world stopped.
+  bool world_stopped_by_caller() const;
+
+  // ---- process-interrupt (threads/interrupt.h) ----
+  // Queues fn to run on the thread at its next safe point. The ticket settles Delivered, or
+  // Undelivered when the thread exited first (also when it had already exited). Errors:
+  // BadArgument; the signal step's error (then nothing was queued).
+  Result<InterruptTicket> interrupt(ThreadRef thread, InterruptFunction fn);
+  // A safe point: runs the calling thread's queued interrupts now; returns how many ran.
+  static std::size_t poll();
+  // Sleeps for `duration`, running interrupts that arrive meanwhile.
+  static void sleep_for(std::chrono::nanoseconds duration);
+
+  // The signals tcr installed for itself (the same for every manager in the process).
+  static ManagerSignals signals();
 
   HandleMode handle_mode() const;
   ManagerStats stats() const;

@@ -1,0 +1,302 @@
+// suspend_all / resume_all and BlockingScope: the stop-the-world handshake described in
+// threads/stop_world.h. Locking order: stop_mutex (initiators), then the registry lock, then
+// Boehm's allocation lock. While the world is stopped only stop_mutex and Boehm's lock stay held.
+#include <errno.h>
+
+#include <algorithm>
+#include <chrono>
+#include <new>
+#include <optional>
+
+#include "runtime/gc.h"
+#include "runtime/log.h"
+#include "runtime/os.h"
+#include "threads/current.h"
+#include "threads/internal.h"
+#include "threads/manager_core.h"
+
+namespace tcr {
+
+const char* to_string(StopKind kind) {
+  switch (kind) {
+    case StopKind::Suspended: return "suspended";
+    case StopKind::Blocking: return "blocking";
+    case StopKind::Exiting: return "exiting";
+  }
+  return "?";
+}
+
+namespace detail {
+
+Claim StopWorldAccess::claim(Tcr& t, std::uint64_t epoch) {
+  std::uint32_t state = t.m_stw_state.load(std::memory_order_seq_cst);
+  for (;;) {
+    if (state == kStwBlocking) {
+      if (t.m_stw_state.compare_exchange_weak(state, kStwClaimed, std::memory_order_seq_cst)) {
+        return Claim::Blocking;
+      }
+      continue;  // it left the scope (or entered shutdown) meanwhile: look again
+    }
+    if (state == kStwExiting) {
+      std::uint64_t acked = t.m_stop_ack.load(std::memory_order_acquire);
+      if (acked != epoch &&
+          t.m_stop_ack.compare_exchange_strong(acked, epoch, std::memory_order_acq_rel)) {
+        return Claim::Exiting;
+      }
+      return Claim::AwaitAck;
+    }
+    return Claim::Signal;
+  }
+}
+
+void StopWorldAccess::fill_entry(StoppedThread& e, const Tcr& t, StopKind kind) {
+  e.tcr = &t;
+  e.id = t.id();
+  e.tid = t.tid();
+  e.kind = kind;
+  const auto low = reinterpret_cast<std::uintptr_t>(t.stack_low());
+  const auto high = reinterpret_cast<std::uintptr_t>(t.stack_high());
+  std::uintptr_t from = high;
+  if (kind == StopKind::Suspended) {
+    e.registers = t.m_stop_regs;
+    from = e.registers.sp - machine::kRedZoneBytes;
+  } else if (kind == StopKind::Blocking) {
+    e.registers = *t.m_blocking_regs;
+    from = e.registers.sp;
+  } else {
+    e.registers = RegisterSet{};
+  }
+  // A stack pointer outside the thread's own stack (a handler running on an alternate signal
+  // stack, say) says nothing about how much of the stack is live: scan all of it.
+  if (kind != StopKind::Exiting && (from < low || from > high)) from = low;
+  from = std::max(from, low) & ~(sizeof(std::uintptr_t) - 1);
+  e.stack_low = reinterpret_cast<const void*>(from);
+  e.stack_high = reinterpret_cast<const void*>(high);
+}
+
+void StopWorldAccess::resume_locked(ManagerCore& core, std::uint64_t epoch, bool holds_gc_lock) {
+  for (const StoppedThread& e : core.stopped) {
+    if (e.kind != StopKind::Blocking) continue;
+    Tcr& t = const_cast<Tcr&>(*e.tcr);
+    t.m_stw_state.store(kStwBlocking, std::memory_order_release);
+    os::wake_address(&t.m_stw_state, true);
+  }
+  core.resume_word.store(static_cast<std::uint32_t>(epoch), std::memory_order_release);
+  os::wake_address(&core.resume_word, true);
+  if (holds_gc_lock) gc::unlock_allocator();
+  core.world_stopped = false;
+  core.world_resumed.notify_all();
+}
+
+void StopWorldAccess::suspend_self(Tcr& t, void* ucontext) {
+  const std::uint64_t epoch = t.m_stop_request.load(std::memory_order_acquire);
+  std::uint64_t acked = t.m_stop_ack.load(std::memory_order_relaxed);
+  if (epoch == acked) return;  // a resent signal for a stop already acknowledged
+  machine::capture_from_ucontext(ucontext, t.m_stop_regs);
+  t.m_stop_kind = StopKind::Suspended;
+  if (!t.m_stop_ack.compare_exchange_strong(acked, epoch, std::memory_order_acq_rel)) return;
+  t.m_stop_ack_sem.post();
+  // Sleep until resume_all publishes this epoch (or a later one: a stop abandoned on an error
+  // resumes before a late handler gets here, and then this returns at once).
+  ManagerCore& core = *t.m_core;
+  const auto mine = static_cast<std::uint32_t>(epoch);
+  for (;;) {
+    const std::uint32_t resumed = core.resume_word.load(std::memory_order_acquire);
+    if (static_cast<std::int32_t>(resumed - mine) >= 0) break;
+    os::wait_on_address(&core.resume_word, resumed);
+  }
+}
+
+void StopWorldAccess::acknowledge_exit(Tcr& t) {
+  // Dekker with claim(): this thread publishes Exiting and then reads the request; the initiator
+  // publishes the request and then reads the state. At least one of them sees the other, so the
+  // stop either claims this thread or gets its acknowledgement here; never neither.
+  t.m_stw_state.store(kStwExiting, std::memory_order_seq_cst);
+  const std::uint64_t epoch = t.m_stop_request.load(std::memory_order_seq_cst);
+  std::uint64_t acked = t.m_stop_ack.load(std::memory_order_acquire);
+  if (epoch == acked) return;
+  t.m_stop_kind = StopKind::Exiting;
+  if (t.m_stop_ack.compare_exchange_strong(acked, epoch, std::memory_order_acq_rel)) {
+    t.m_stop_ack_sem.post();
+  }
+}
+
+void StopWorldAccess::reset(Tcr& t) {
+  t.m_stw_state.store(kStwRunning, std::memory_order_relaxed);
+  t.m_stop_request.store(0, std::memory_order_relaxed);
+  t.m_stop_ack.store(0, std::memory_order_relaxed);
+  // Posts a late handler left behind after a stop that gave up on this record's last thread.
+  while (t.m_stop_ack_sem.try_wait()) {
+  }
+  t.m_blocking_depth = 0;
+  t.m_blocking_regs = nullptr;
+}
+
+void StopWorldAccess::release_stop_at_exit(Tcr& t) {
+  ManagerCore& core = *t.m_core;
+  if (core.stop_owner.load(std::memory_order_acquire) != &t) return;
+  log::error("thread #{} '{}' exited holding the world stopped; resuming it", t.id(), t.name());
+  {
+    std::lock_guard lock(core.mutex);
+    StopWorldAccess::resume_locked(core, core.stop_epoch, core.stop_holds_gc_lock);
+    core.stop_owner.store(nullptr, std::memory_order_release);
+    core.stop_depth = 0;
+  }
+  core.stop_mutex.unlock();
+}
+
+}  // namespace detail
+
+// ---- BlockingScope -----------------------------------------------------------------------------
+
+Tcr* BlockingScope::enter(const RegisterSet* regs) {
+  Tcr* t = detail::t_current;
+  if (t == nullptr) return nullptr;
+  if (t->m_blocking_depth++ > 0) return t;  // nested: the outermost scope's capture stands
+  t->m_blocking_regs = regs;
+  // Release: a stop that claims this thread reads the registers written above.
+  std::uint32_t expected = detail::kStwRunning;
+  t->m_stw_state.compare_exchange_strong(expected, detail::kStwBlocking,
+                                         std::memory_order_seq_cst);
+  return t;
+}
+
+void BlockingScope::leave(Tcr* t) {
+  if (--t->m_blocking_depth > 0) return;
+  for (;;) {
+    std::uint32_t expected = detail::kStwBlocking;
+    if (t->m_stw_state.compare_exchange_strong(expected, detail::kStwRunning,
+                                               std::memory_order_seq_cst)) {
+      break;
+    }
+    if (expected != detail::kStwClaimed) break;  // not in the Blocking state at all
+    // A stopped world holds this thread: it may not touch the heap until resume_all().
+    os::wait_on_address(&t->m_stw_state, detail::kStwClaimed);
+  }
+  t->m_blocking_regs = nullptr;
+  detail::InterruptAccess::run_pending(*t);  // the scope's end is a safe point
+}
+
+// ---- suspend_all / resume_all ------------------------------------------------------------------
+
+Result<StoppedWorld> ThreadManager::suspend_all() {
+  ManagerCore& core = *m_core;
+  Tcr* self = Tcr::current();
+  if (self == nullptr || self->m_core != &core) {
+    return fail(Step::BadArgument, 0,
+                "suspend_all: call it from a thread this manager spawned or adopted");
+  }
+  if (core.stop_owner.load(std::memory_order_acquire) == self) {
+    ++core.stop_depth;  // nested: the world is already stopped, by this thread
+    return StoppedWorld(core.stopped, core.stop_epoch, core.stop_depth);
+  }
+  const ManagerSignals signals = detail::manager_signals();
+  const SignalPermit permit{};  // the registry lock is held wherever a signal is sent below
+  // Another initiator stopping the world suspends this thread while it waits here.
+  core.stop_mutex.lock();
+  std::unique_lock lock(core.mutex);
+  // Allocate before the first signal: a stopped thread may hold malloc's lock.
+  try {
+    core.stopped.clear();
+    core.stopped.reserve(core.registry.size());
+    core.stop_waiting.clear();
+    core.stop_waiting.reserve(core.registry.size());
+  } catch (const std::bad_alloc&) {
+    lock.unlock();
+    core.stop_mutex.unlock();
+    return fail(Step::TcrAllocate, ENOMEM, "suspend_all: thread list");
+  }
+  const bool gc_lock = gc::initialized();
+  if (gc_lock) gc::lock_allocator();
+  const std::uint64_t epoch = ++core.stop_epoch;
+  core.world_stopped = true;  // the gate: no thread enters or leaves the registry until resume
+
+  std::optional<Error> failure;
+  for (Tcr* t : core.registry) {
+    if (t == self) continue;
+    t->m_stop_request.store(epoch, std::memory_order_seq_cst);
+    const detail::Claim how = detail::StopWorldAccess::claim(*t, epoch);
+    if (how == detail::Claim::Blocking || how == detail::Claim::Exiting) {
+      detail::StopWorldAccess::fill_entry(core.stopped.emplace_back(), *t,
+                         how == detail::Claim::Blocking ? StopKind::Blocking : StopKind::Exiting);
+      continue;
+    }
+    if (how == detail::Claim::Signal) {
+      Result<void> sent = t->m_handle.signal(signals.suspend, permit);
+      // EAGAIN: the real-time signal queue is full; the wait below sends it again.
+      if (!sent && sent.error().code != EAGAIN) {
+        failure = sent.error();
+        failure->detail = "suspending thread #" + std::to_string(t->m_id);
+        break;
+      }
+    }
+    core.stop_waiting.push_back(t);
+  }
+
+  // Collect the acknowledgements. Each thread posts its own semaphore, so a slow one delays only
+  // its own entry; a signal that went missing is sent again after a timed wait.
+  const auto timeout = core.options.stop_timeout;
+  for (Tcr* t : core.stop_waiting) {
+    const auto started = std::chrono::steady_clock::now();
+    auto retry = std::chrono::milliseconds(2);
+    bool acked = false;
+    while (!acked) {
+      if (t->m_stop_ack_sem.wait_for(retry, Semaphore::Interrupts::Hold)) {
+        acked = t->m_stop_ack.load(std::memory_order_acquire) == epoch;
+        continue;  // false: a post left behind by an earlier stop that gave up
+      }
+      if (timeout.count() > 0 && std::chrono::steady_clock::now() - started >= timeout) {
+        if (!failure) {
+          failure = Error{Step::StopTimeout, 0,
+                          "thread #" + std::to_string(t->m_id) + " (tid " +
+                              std::to_string(t->m_tid) + ") did not acknowledge",
+                          nullptr};
+        }
+        break;
+      }
+      Result<void> sent = t->m_handle.signal(signals.suspend, permit);
+      if (!sent && sent.error().code != EAGAIN) {
+        if (!failure) failure = sent.error();
+        break;
+      }
+      retry = std::min(retry * 2, std::chrono::milliseconds(100));
+    }
+    if (acked) detail::StopWorldAccess::fill_entry(core.stopped.emplace_back(), *t, t->m_stop_kind);
+  }
+
+  if (failure) {
+    detail::StopWorldAccess::resume_locked(core, epoch, gc_lock);
+    lock.unlock();
+    core.stop_mutex.unlock();
+    return std::unexpected(std::move(*failure));
+  }
+  core.stop_holds_gc_lock = gc_lock;
+  core.stop_depth = 1;
+  core.stop_owner.store(self, std::memory_order_release);
+  // The registry lock is released: the gate, not the lock, keeps the registry as it is, so the
+  // caller may still call snapshot() and the like while the world is stopped.
+  return StoppedWorld(core.stopped, epoch, 1);
+}
+
+Result<void> ThreadManager::resume_all() {
+  ManagerCore& core = *m_core;
+  Tcr* self = Tcr::current();
+  if (self == nullptr || core.stop_owner.load(std::memory_order_acquire) != self) {
+    return fail(Step::BadArgument, 0, "resume_all: this thread has not stopped the world");
+  }
+  if (--core.stop_depth > 0) return {};
+  {
+    std::lock_guard lock(core.mutex);
+    detail::StopWorldAccess::resume_locked(core, core.stop_epoch, core.stop_holds_gc_lock);
+    core.stop_owner.store(nullptr, std::memory_order_release);
+  }
+  core.stop_mutex.unlock();
+  return {};
+}
+
+bool ThreadManager::world_stopped_by_caller() const {
+  const Tcr* self = Tcr::current();
+  return self != nullptr && m_core->stop_owner.load(std::memory_order_acquire) == self;
+}
+
+}  // namespace tcr

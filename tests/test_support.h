@@ -4,7 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <thread>
@@ -55,6 +59,36 @@ inline void expect_no_leak(const ResourceCounts& before, const ResourceCounts& a
   EXPECT_EQ(ResourceLedger::diff(before, after, rss_slack_kb), "")
       << ResourceLedger().dump();
 }
+
+// Fails the test process if it is still alive after `limit`: a hang becomes a failure with a name
+// instead of CI's timeout.
+class Watchdog {
+ public:
+  Watchdog(std::string what, std::chrono::seconds limit)
+      : m_thread([this, what = std::move(what), limit] {
+          std::unique_lock lock(m_mutex);
+          if (!m_cv.wait_for(lock, limit, [&] { return m_done; })) {
+            std::fprintf(stderr, "watchdog: '%s' still running after %llds: hung\n", what.c_str(),
+                         static_cast<long long>(limit.count()));
+            std::fflush(stderr);
+            std::abort();
+          }
+        }) {}
+  ~Watchdog() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_done = true;
+    }
+    m_cv.notify_all();
+    m_thread.join();
+  }
+
+ private:
+  std::mutex m_mutex;
+  std::condition_variable m_cv;
+  bool m_done = false;
+  std::thread m_thread;
+};
 
 inline void* as_ptr(std::uintptr_t v) { return reinterpret_cast<void*>(v); }
 inline std::uintptr_t as_int(void* p) { return reinterpret_cast<std::uintptr_t>(p); }

@@ -425,6 +425,7 @@ TEST(StopWorldStress, TenThousandCyclesWhileThreadsComeAndGo) {
       while (!stop.load()) {
         Result<ThreadRef> c = m->spawn("churn", [&, s](Tcr& me) -> void* {
           seats[static_cast<std::size_t>(s)].store(me.id());
+          for (int k = 0; k < 5000; ++k) asm volatile("" ::: "memory");
           seats[static_cast<std::size_t>(s)].store(0);
           return nullptr;
         }, SpawnOptions{.stack_size = 64 << 10});
@@ -534,6 +535,110 @@ TEST(StopWorldSignals, AvoidTheApplicationsHandlersAndBoehms) {
   struct sigaction now {};
   sigaction(SIGRTMAX, nullptr, &now);
   EXPECT_EQ(now.sa_handler, sa.sa_handler);
+}
+
+}  // namespace
+}  // namespace tcr
+
+namespace tcr {
+namespace {
+
+// The conservative-scan proof: an arena of objects, each referenced only from the registers or
+// the stack of one suspended (or blocking) thread. The addresses are kept masked in globals, so
+// the only plain copies are the threads' own. A scan over the StoppedWorld finds every one, and
+// the one each thread holds in a callee-saved register is found among its registers.
+struct Obj {
+  std::uint64_t payload[4];
+};
+constexpr std::size_t kObjs = 64;
+Obj g_arena[kObjs];
+constexpr std::uintptr_t kMask = 0x5a5a5a5a5a5a5a5aULL;
+std::uintptr_t g_masked[kObjs];
+
+std::uintptr_t unmask(std::size_t i) {
+  return *static_cast<volatile std::uintptr_t*>(&g_masked[i]) ^ kMask;
+}
+
+int arena_index(std::uintptr_t word) {
+  const auto base = reinterpret_cast<std::uintptr_t>(&g_arena[0]);
+  if (word < base || word >= base + sizeof g_arena) return -1;
+  return static_cast<int>((word - base) / sizeof(Obj));
+}
+
+// Holds object `reg` in a callee-saved register and objects [first, first + n) in a stack array,
+// spinning (or, with blocking, spinning inside a BlockingScope) until stop.
+[[gnu::noinline]] void hold(std::size_t reg, std::size_t first, std::size_t n, bool blocking,
+                            std::atomic<int>& ready, std::atomic<bool>& stop) {
+#if defined(__x86_64__)
+  register std::uintptr_t held asm("r15") = unmask(reg);
+#else
+  register std::uintptr_t held asm("x28") = unmask(reg);
+#endif
+  volatile std::uintptr_t on_stack[8];
+  for (std::size_t i = 0; i < n; ++i) on_stack[i] = unmask(first + i);
+  asm volatile("" : "+r"(held));
+  if (blocking) {
+    BlockingScope scope;
+    ++ready;
+    while (!stop.load(std::memory_order_relaxed)) asm volatile("" : "+r"(held));
+  } else {
+    ++ready;
+    while (!stop.load(std::memory_order_relaxed)) asm volatile("" : "+r"(held));
+  }
+  asm volatile("" : : "r"(held));
+  for (std::size_t i = 0; i < n; ++i) (void)on_stack[i];
+}
+
+TEST(ConservativeScan, FindsEveryObjectHeldOnlyInSuspendedThreadsRegistersAndStacks) {
+  for (std::size_t i = 0; i < kObjs; ++i) {
+    g_masked[i] = reinterpret_cast<std::uintptr_t>(&g_arena[i]) ^ kMask;
+  }
+  ManagerOptions o;
+  o.gc = false;  // the arena is ours, not Boehm's
+  auto m = make_manager(o);
+  Adopted self(*m);
+  constexpr std::size_t kThreads = 4;
+  constexpr std::size_t kPerThread = 5;  // 1 in a register, 4 on the stack
+  std::atomic<int> ready{0};
+  std::atomic<bool> stop{false};
+  std::vector<ThreadRef> refs;
+  for (std::size_t t = 0; t < kThreads; ++t) {
+    const bool blocking = t == kThreads - 1;  // the last one holds its objects in a scope
+    Result<ThreadRef> r = m->spawn("holder", [&, t, blocking](Tcr&) -> void* {
+      const std::size_t base = t * kPerThread;
+      hold(base, base + 1, kPerThread - 1, blocking, ready, stop);
+      return nullptr;
+    });
+    ASSERT_TRUE(r.has_value());
+    refs.push_back(*r);
+  }
+  ASSERT_TRUE(eventually([&] { return ready.load() == static_cast<int>(kThreads); }));
+  Result<StoppedWorld> w = m->suspend_all();
+  ASSERT_TRUE(w.has_value());
+  std::array<bool, kObjs> found{};
+  std::array<bool, kObjs> in_registers{};
+  int blocking_threads = 0;
+  for (const StoppedThread& t : w->threads()) {
+    if (t.kind == StopKind::Blocking) ++blocking_threads;
+    for (std::uintptr_t word : t.registers.view()) {
+      if (int i = arena_index(word); i >= 0) {
+        found[static_cast<std::size_t>(i)] = in_registers[static_cast<std::size_t>(i)] = true;
+      }
+    }
+    for (std::uintptr_t word : t.stack_words()) {
+      if (int i = arena_index(word); i >= 0) found[static_cast<std::size_t>(i)] = true;
+    }
+  }
+  ASSERT_TRUE(m->resume_all().has_value());
+  stop = true;
+  for (ThreadRef r : refs) EXPECT_TRUE(m->join(r).has_value());
+  EXPECT_EQ(blocking_threads, 1);
+  for (std::size_t i = 0; i < kThreads * kPerThread; ++i) {
+    EXPECT_TRUE(found[i]) << "object " << i << " held by thread " << i / kPerThread;
+  }
+  for (std::size_t t = 0; t < kThreads; ++t) {
+    EXPECT_TRUE(in_registers[t * kPerThread]) << "thread " << t << "'s register-held object";
+  }
 }
 
 }  // namespace

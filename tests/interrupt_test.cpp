@@ -1,0 +1,427 @@
+// process-interrupt: FIFO order at poll(), wake-ups inside the manager's blocking waits, exited
+// targets, the race with exit, the "goodbye" message, failed signals, and tid reuse.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "runtime/os.h"
+#include "tests/test_support.h"
+
+namespace tcr {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::eventually;
+using testing::make_manager;
+
+// Spawns a thread that calls poll() until `stop`.
+ThreadRef spawn_poller(ThreadManager& m, std::atomic<bool>& stop) {
+  Result<ThreadRef> r = m.spawn("poller", [&stop](Tcr&) -> void* {
+    while (!stop.load()) ThreadManager::poll();
+    return nullptr;
+  });
+  EXPECT_TRUE(r.has_value());
+  return r ? *r : ThreadRef{};
+}
+
+TEST(Interrupt, ClosuresRunOnTheTargetInFifoOrderAtPoll) {
+  auto m = make_manager();
+  std::atomic<bool> stop{false};
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> go{false};
+  Result<ThreadRef> target = m->spawn("target", [&](Tcr& self) -> void* {
+    tid = self.tid();
+    while (!go.load()) {
+    }  // no safe point until every closure is queued
+    while (!stop.load()) ThreadManager::poll();
+    return nullptr;
+  });
+  ASSERT_TRUE(target.has_value());
+  ASSERT_TRUE(eventually([&] { return tid.load() != 0; }));
+  std::vector<int> order;  // touched only by the target
+  std::atomic<int> wrong_thread{0};
+  std::vector<InterruptTicket> tickets;
+  for (int i = 0; i < 100; ++i) {
+    Result<InterruptTicket> t = m->interrupt(*target, [&, i](Tcr& self) {
+      order.push_back(i);
+      if (os::gettid() != tid.load() || Tcr::current() != &self || self.id() != target->id()) {
+        ++wrong_thread;
+      }
+    });
+    ASSERT_TRUE(t.has_value()) << t.error().message();
+    tickets.push_back(*t);
+  }
+  go = true;
+  for (const InterruptTicket& t : tickets) {
+    EXPECT_TRUE(t.wait().has_value());
+    EXPECT_EQ(t.outcome(), InterruptOutcome::Delivered);
+  }
+  stop = true;
+  ASSERT_TRUE(m->join(*target).has_value());
+  ASSERT_EQ(order.size(), 100u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(order[static_cast<std::size_t>(i)], i);
+  EXPECT_EQ(wrong_thread.load(), 0);
+}
+
+// Each of the manager's blocking waits is a safe point: the closure runs on the waiting thread,
+// and the wait then goes on waiting for what it was waiting for.
+enum class WaitKind { Semaphore, Sleep, Join, Ticket };
+
+class InterruptWakes : public ::testing::TestWithParam<WaitKind> {};
+
+TEST_P(InterruptWakes, AThreadBlockedInAManagerWait) {
+  auto m = make_manager();
+  Semaphore release;
+  std::atomic<bool> stop_other{false};
+  // What the target waits for: a semaphore, a long sleep, a thread to join, another interrupt.
+  Result<ThreadRef> other = m->spawn("other", [&](Tcr&) -> void* {
+    release.wait();
+    return nullptr;
+  });
+  ASSERT_TRUE(other.has_value());
+  std::atomic<bool> waiting{false};
+  std::atomic<bool> wait_returned{false};
+  std::atomic<pid_t> tid{0};
+  std::atomic<bool> poller_stop{false};
+  ThreadRef poller{};
+  std::optional<InterruptTicket> pending_ticket;
+  if (GetParam() == WaitKind::Ticket) {
+    // A ticket for an interrupt to a thread that does not poll until released.
+    Result<ThreadRef> deaf = m->spawn("deaf", [&](Tcr&) -> void* {
+      while (!poller_stop.load()) {
+      }
+      ThreadManager::poll();
+      return nullptr;
+    });
+    ASSERT_TRUE(deaf.has_value());
+    poller = *deaf;
+    Result<InterruptTicket> t = m->interrupt(poller, [](Tcr&) {});
+    ASSERT_TRUE(t.has_value());
+    pending_ticket = *t;
+  }
+  Semaphore sem;
+  Result<ThreadRef> target = m->spawn("target", [&](Tcr& self) -> void* {
+    tid = self.tid();
+    waiting = true;
+    switch (GetParam()) {
+      case WaitKind::Semaphore: sem.wait(); break;
+      case WaitKind::Sleep: ThreadManager::sleep_for(300ms); break;
+      case WaitKind::Join: (void)m->join(*other); break;
+      case WaitKind::Ticket: (void)pending_ticket->wait(); break;
+    }
+    wait_returned = true;
+    return nullptr;
+  });
+  ASSERT_TRUE(target.has_value());
+  ASSERT_TRUE(eventually([&] { return waiting.load(); }));
+  std::this_thread::sleep_for(5ms);  // let it block
+  std::atomic<pid_t> ran_on{0};
+  Result<InterruptTicket> t = m->interrupt(*target, [&](Tcr&) { ran_on = os::gettid(); });
+  ASSERT_TRUE(t.has_value());
+  EXPECT_TRUE(t->wait().has_value());
+  EXPECT_EQ(ran_on.load(), tid.load());
+  if (GetParam() != WaitKind::Sleep) {
+    EXPECT_FALSE(wait_returned.load());  // still waiting
+  }
+  sem.post();
+  release.post();
+  poller_stop = true;
+  EXPECT_TRUE(m->join(*target).has_value());
+  EXPECT_TRUE(wait_returned.load());
+  if (GetParam() != WaitKind::Join) {
+    EXPECT_TRUE(m->join(*other).has_value());
+  }
+  if (poller.valid()) {
+    EXPECT_TRUE(m->join(poller).has_value());
+  }
+  (void)stop_other;
+}
+
+INSTANTIATE_TEST_SUITE_P(Waits, InterruptWakes,
+                         ::testing::Values(WaitKind::Semaphore, WaitKind::Sleep, WaitKind::Join,
+                                           WaitKind::Ticket),
+                         [](const auto& param_info) {
+                           switch (param_info.param) {
+                             case WaitKind::Semaphore: return "Semaphore";
+                             case WaitKind::Sleep: return "Sleep";
+                             case WaitKind::Join: return "Join";
+                             case WaitKind::Ticket: return "Ticket";
+                           }
+                           return "?";
+                         });
+
+TEST(Interrupt, ToAThreadThatHasExitedIsUndelivered) {
+  auto m = make_manager();
+  Result<ThreadRef> t = m->spawn("gone", [](Tcr&) -> void* { return nullptr; });
+  ASSERT_TRUE(t.has_value());
+  ASSERT_TRUE(m->join(*t).has_value());
+  std::atomic<bool> ran{false};
+  Result<InterruptTicket> ticket = m->interrupt(*t, [&](Tcr&) { ran = true; });
+  ASSERT_TRUE(ticket.has_value());
+  EXPECT_EQ(ticket->outcome(), InterruptOutcome::Undelivered);
+  Result<void> w = ticket->wait();
+  ASSERT_FALSE(w.has_value());
+  EXPECT_EQ(w.error().step, Step::ThreadExited);
+  EXPECT_FALSE(ran.load());
+  EXPECT_EQ(m->interrupt(ThreadRef{}, [](Tcr&) {}).error().step, Step::BadArgument);
+  EXPECT_EQ(m->interrupt(*t, nullptr).error().step, Step::BadArgument);
+}
+
+TEST(Interrupt, OneQueuedWhileTheThreadRunsIsDeliveredAtItsExit) {
+  auto m = make_manager();
+  std::atomic<bool> go{false};
+  std::atomic<pid_t> tid{0};
+  Result<ThreadRef> t = m->spawn("never-polls", [&](Tcr& self) -> void* {
+    tid = self.tid();
+    while (!go.load()) {
+    }
+    return nullptr;
+  });
+  ASSERT_TRUE(t.has_value());
+  ASSERT_TRUE(eventually([&] { return tid.load() != 0; }));
+  std::atomic<pid_t> ran_on{0};
+  Result<InterruptTicket> ticket = m->interrupt(*t, [&](Tcr&) { ran_on = os::gettid(); });
+  ASSERT_TRUE(ticket.has_value());
+  EXPECT_EQ(ticket->outcome(), InterruptOutcome::Pending);
+  go = true;
+  EXPECT_TRUE(ticket->wait().has_value());
+  EXPECT_EQ(ran_on.load(), tid.load());
+  EXPECT_TRUE(m->join(*t).has_value());
+}
+
+// The seed-000 race: interrupts in flight while their target exits. Each settles exactly once,
+// Delivered (its closure ran once, on that thread) or Undelivered (it never ran); none hangs.
+TEST(Interrupt, RacingTheTargetsExitNeverLosesOrMisdelivers) {
+  auto m = make_manager();
+  testing::Watchdog dog("interrupts racing exit", 120s);
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr int kRounds = 500;
+#else
+  constexpr int kRounds = 3000;
+#endif
+  int delivered = 0, undelivered = 0, bad = 0;
+  for (int i = 0; i < kRounds; ++i) {
+    std::atomic<pid_t> tid{0};
+    Result<ThreadRef> t = m->spawn("brief", [&](Tcr& self) -> void* {
+      tid = self.tid();
+      if (self.id() % 2 == 0) ThreadManager::poll();
+      return nullptr;
+    });
+    ASSERT_TRUE(t.has_value());
+    std::atomic<int> runs{0};
+    std::atomic<pid_t> ran_on{0};
+    Result<InterruptTicket> ticket = m->interrupt(*t, [&](Tcr&) {
+      ++runs;
+      ran_on = os::gettid();
+    });
+    ASSERT_TRUE(ticket.has_value()) << ticket.error().message();
+    const bool ok = ticket->wait().has_value();
+    ASSERT_TRUE(m->join(*t).has_value());
+    if (ok) {
+      ++delivered;
+      if (runs.load() != 1 || ran_on.load() != tid.load()) ++bad;
+    } else {
+      ++undelivered;
+      if (runs.load() != 0) ++bad;
+    }
+  }
+  EXPECT_EQ(bad, 0);
+  EXPECT_EQ(delivered + undelivered, kRounds);
+  std::printf("%d delivered, %d undelivered\n", delivered, undelivered);
+}
+
+// The seed's "goodbye" message: a thread interrupts another and exits at once. The message
+// reaches its target after the sender is gone, and the sender's ticket says so.
+TEST(Interrupt, AThreadsLastMessageBeforeExitReachesItsTarget) {
+  auto m = make_manager();
+  std::atomic<bool> stop{false};
+  ThreadRef target = spawn_poller(*m, stop);
+  std::atomic<int> goodbyes{0};
+  std::mutex tickets_mutex;
+  std::vector<InterruptTicket> tickets;
+  for (int i = 0; i < 200; ++i) {
+    Result<ThreadRef> sender = m->spawn("sender", [&](Tcr&) -> void* {
+      Result<InterruptTicket> t = m->interrupt(target, [&](Tcr&) { ++goodbyes; });
+      if (t) {
+        std::lock_guard lock(tickets_mutex);
+        tickets.push_back(*t);
+      }
+      return nullptr;  // and gone, with its message perhaps still in flight
+    }, SpawnOptions{.detached = true});
+    ASSERT_TRUE(sender.has_value());
+  }
+  m->reap(true);  // every sender has exited and been reaped
+  ASSERT_EQ(tickets.size(), 200u);
+  for (const InterruptTicket& t : tickets) EXPECT_TRUE(t.wait().has_value());
+  EXPECT_EQ(goodbyes.load(), 200);
+  stop = true;
+  EXPECT_TRUE(m->join(target).has_value());
+}
+
+TEST(Interrupt, InsideABlockingScopeItRunsWhenTheScopeEnds) {
+  auto m = make_manager();
+  Semaphore sem;
+  std::atomic<bool> in_scope{false};
+  std::atomic<bool> waited{false};
+  std::atomic<bool> ran_after_wait{false};
+  Result<ThreadRef> t = m->spawn("foreign-call", [&](Tcr&) -> void* {
+    {
+      BlockingScope scope;
+      in_scope = true;
+      sem.wait();  // inside the scope: not a safe point for closures
+      waited = true;
+    }  // the scope's end is: the closure runs here
+    return nullptr;
+  });
+  ASSERT_TRUE(t.has_value());
+  ASSERT_TRUE(eventually([&] { return in_scope.load(); }));
+  Result<InterruptTicket> ticket =
+      m->interrupt(*t, [&](Tcr&) { ran_after_wait = waited.load(); });
+  ASSERT_TRUE(ticket.has_value());
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(ticket->outcome(), InterruptOutcome::Pending);  // not run inside the scope
+  sem.post();
+  EXPECT_TRUE(ticket->wait().has_value());
+  EXPECT_TRUE(ran_after_wait.load());
+  EXPECT_TRUE(m->join(*t).has_value());
+}
+
+class InterruptModes : public ::testing::TestWithParam<HandleModeChoice> {};
+
+// A failed signal: the error names the step, nothing stays queued, the closure never runs.
+TEST_P(InterruptModes, AFailedSignalQueuesNothing) {
+  ManagerOptions o;
+  o.handle_mode = GetParam();
+  auto m = make_manager(o);
+  const os::Call call =
+      m->handle_mode() == HandleMode::Pidfd ? os::Call::PidfdSendSignal : os::Call::Tgkill;
+  std::atomic<bool> stop{false};
+  ThreadRef target = spawn_poller(*m, stop);
+  std::atomic<bool> ran{false};
+  {
+    os::ScopedFault fault(call, 1, EPERM);
+    Result<InterruptTicket> t = m->interrupt(target, [&](Tcr&) { ran = true; });
+    if (t.has_value()) {
+      // The poller took the closure before the signal failed: then it was delivered.
+      EXPECT_TRUE(t->wait().has_value());
+    } else {
+      EXPECT_EQ(t.error().code, EPERM);
+      EXPECT_EQ(t.error().step,
+                m->handle_mode() == HandleMode::Pidfd ? Step::PidfdSendSignal : Step::Tgkill);
+    }
+  }
+  // Afterwards the thread still takes interrupts.
+  Result<InterruptTicket> next = m->interrupt(target, [](Tcr&) {});
+  ASSERT_TRUE(next.has_value());
+  EXPECT_TRUE(next->wait().has_value());
+  stop = true;
+  EXPECT_TRUE(m->join(target).has_value());
+}
+
+INSTANTIATE_TEST_SUITE_P(HandleModes, InterruptModes,
+                         ::testing::Values(HandleModeChoice::Pidfd, HandleModeChoice::Tgkill),
+                         [](const auto& param_info) {
+                           return param_info.param == HandleModeChoice::Pidfd ? "Pidfd"
+                                                                              : "Tgkill";
+                         });
+
+// ---- tid reuse --------------------------------------------------------------------------------
+
+thread_local int t_hits = 0;
+std::atomic<int> g_foreign_hits{0};
+
+// Spawns threads until one gets `tid` (ns_last_pid steers the kernel's next id), or gives up.
+Result<ThreadRef> spawn_with_tid(ThreadManager& m, pid_t tid, std::atomic<bool>& stop,
+                                 std::atomic<int>& hits) {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    {
+      std::ofstream last("/proc/sys/kernel/ns_last_pid");
+      last << (tid - 1);
+      if (!last.flush()) return fail(Step::BadArgument, EPERM, "ns_last_pid not writable");
+    }
+    Result<ThreadRef> r = m.spawn("reuser", [&](Tcr&) -> void* {
+      while (!stop.load()) {
+        if (t_hits > 0) {
+          hits += t_hits;
+          t_hits = 0;
+        }
+      }
+      return nullptr;
+    });
+    if (!r) return r;
+    if (r->tcr_unchecked()->tid() == tid) return r;
+    stop = true;
+    (void)m.join(*r);
+    stop = false;
+  }
+  return fail(Step::BadArgument, EAGAIN, "could not get the tid back");
+}
+
+// A ThreadRef, and a pidfd, to a thread whose tid now belongs to another thread. A bare tgkill
+// on the remembered tid hits the stranger (the hazard, shown); the manager's signal() and
+// interrupt() refuse the stale reference (tgkill path), and the dead thread's pidfd answers
+// ESRCH (pidfd path): neither reaches the new thread.
+TEST(InterruptTidReuse, MisdeliveryIsRefusedOnTheTgkillPathAndImpossibleOnThePidfdPath) {
+  if (access("/proc/sys/kernel/ns_last_pid", W_OK) != 0) {
+    GTEST_SKIP() << "needs CAP_SYS_ADMIN to write /proc/sys/kernel/ns_last_pid";
+  }
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { ++t_hits; };
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+
+  for (HandleModeChoice mode : {HandleModeChoice::Tgkill, HandleModeChoice::Pidfd}) {
+    ManagerOptions o;
+    o.handle_mode = mode;
+    auto m = make_manager(o);
+    std::atomic<int> raw_pidfd{-1};
+    Result<ThreadRef> first = m->spawn("first", [&](Tcr& self) -> void* {
+      // A pidfd the test keeps past the thread's exit (opened outside tcr's table).
+      raw_pidfd = static_cast<int>(syscall(SYS_pidfd_open, self.tid(), os::kPidfdThread));
+      return nullptr;
+    });
+    ASSERT_TRUE(first.has_value());
+    const pid_t old_tid = first->tcr_unchecked()->tid();
+    ASSERT_TRUE(m->join(*first).has_value());
+
+    std::atomic<bool> stop{false};
+    std::atomic<int> hits{0};
+    Result<ThreadRef> second = spawn_with_tid(*m, old_tid, stop, hits);
+    if (!second) GTEST_SKIP() << second.error().message();
+    ASSERT_EQ(second->tcr_unchecked()->tid(), old_tid);
+
+    // Through the manager: refused, for the ThreadRef names the first thread, not the tid.
+    EXPECT_EQ(m->signal(*first, SIGUSR1).error().step, Step::StaleThread);
+    std::atomic<bool> ran{false};
+    Result<InterruptTicket> ticket = m->interrupt(*first, [&](Tcr&) { ran = true; });
+    ASSERT_TRUE(ticket.has_value());
+    EXPECT_EQ(ticket->outcome(), InterruptOutcome::Undelivered);
+    // Through the first thread's own pidfd: the kernel knows it is gone.
+    if (raw_pidfd.load() >= 0) {
+      errno = 0;
+      EXPECT_NE(syscall(SYS_pidfd_send_signal, raw_pidfd.load(), SIGUSR1, nullptr, 0), 0);
+      EXPECT_EQ(errno, ESRCH);
+      close(raw_pidfd.load());
+    }
+    std::this_thread::sleep_for(20ms);
+    EXPECT_EQ(hits.load(), 0) << "a message for the first thread reached the second";
+    EXPECT_FALSE(ran.load());
+    if (mode == HandleModeChoice::Tgkill) {
+      // The hazard the registry check prevents: a remembered tid now names the stranger.
+      ASSERT_EQ(syscall(SYS_tgkill, getpid(), old_tid, SIGUSR1), 0);
+      EXPECT_TRUE(eventually([&] { return hits.load() == 1; }));
+    }
+    stop = true;
+    EXPECT_TRUE(m->join(*second).has_value());
+  }
+}
+
+}  // namespace
+}  // namespace tcr

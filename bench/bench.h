@@ -1,5 +1,5 @@
 // tcr-bench's shared pieces: how a subcommand plugs into the CLI, and the statistics and JSON
-// helpers every measurement uses. Each subcommand (spawn now; stop-world and traps later) lives in
+// helpers every measurement uses. Each subcommand (spawn, handles, stop-world; traps later) lives in
 // a file of its own, adds its options with add_*_command and runs only if the user chose it.
 // The machine is shared and noisy: measurements are repeated in rounds, interleaved across the
 // variants they compare, and reported as medians; nothing here asserts a timing.
@@ -28,6 +28,8 @@ struct Subcommand {
 Subcommand add_spawn_command(CLI::App& parent);
 // `tcr-bench handles`: shutdown step 5's cost, flat against the process's fd high-water mark.
 Subcommand add_handles_command(CLI::App& parent);
+// `tcr-bench stop-world`: suspend_all + resume_all beside Boehm's external stop/start.
+Subcommand add_stop_world_command(CLI::App& parent);
 
 using Clock = std::chrono::steady_clock;
 

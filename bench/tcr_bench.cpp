@@ -1,4 +1,4 @@
-// tcr-bench: benchmarks of tcr, one subcommand per question (spawn now; stop-world and traps to
+// tcr-bench: benchmarks of tcr, one subcommand per question (spawn, handles, stop-world; traps to
 // come). Each subcommand is a file of its own that registers its options through
 // add_*_command (bench/bench.h); this file only parses and dispatches.
 #include <CLI/CLI.hpp>
@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
       "medians over interleaved rounds; the machine may be shared and noisy."};
   app.require_subcommand(1);
   std::vector<tcr::bench::Subcommand> commands{tcr::bench::add_spawn_command(app),
-                                               tcr::bench::add_handles_command(app)};
+                                               tcr::bench::add_handles_command(app),
+                                               tcr::bench::add_stop_world_command(app)};
   CLI11_PARSE(app, argc, argv);
   for (const tcr::bench::Subcommand& command : commands) {
     if (command.app->parsed()) return command.run();

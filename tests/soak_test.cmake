@@ -89,4 +89,10 @@ if(TARGET tcr-bench)
                    "-DKEYS=bench high_water_fds ns_small_table ns_after_high_water ratio"
                    -P ${CMAKE_CURRENT_LIST_FILE})
   set_tests_properties(Bench.HandlesReportsBothTables PROPERTIES LABELS bench TIMEOUT 60)
+  add_test(NAME Bench.StopWorldReportsBothVariants
+           COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench>
+                   "-DARGS=stop-world --threads 1 8 --stops 20 --json"
+                   "-DKEYS=bench rows.0.threads rows.0.tcr_us rows.0.boehm_us rows.1.ratio"
+                   -P ${CMAKE_CURRENT_LIST_FILE})
+  set_tests_properties(Bench.StopWorldReportsBothVariants PROPERTIES LABELS bench TIMEOUT 60)
 endif()

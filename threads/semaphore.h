@@ -23,7 +23,10 @@ class Semaphore {
   // for the manager's own waits that must not run user code (the stop-the-world handshake).
   enum class Interrupts : std::uint8_t { Run, Hold };
 
-  // Async-signal-safe: atomics and one wake system call.
+  // Async-signal-safe: atomics and one wake system call. Unlike sem_post, post() touches the
+  // semaphore after the unit is visible, so the semaphore must outlive the post() call itself:
+  // keep it in an object the poster also holds (a Tcr, a shared state), not on a waiter's stack
+  // that the waiter unwinds as soon as its wait returns.
   void post();
   // Takes one unit, waiting as long as it takes.
   void wait(Interrupts interrupts = Interrupts::Run);

@@ -233,14 +233,11 @@ TEST(StopWorld, SpawnWaitsWhileStoppedAndTheInitiatorCannotSpawnOrJoin) {
   EXPECT_TRUE(m->join(*idle).has_value());
 }
 
-// A thread whose suspend signal is blocked when the stop begins, and which then returns from its
-// function, acknowledges from shutdown step 2 as Exiting; it stays in the registry (Exiting)
-// until the world resumes.
-TEST(StopWorld, AThreadThatExitsDuringTheStopAcknowledgesAsExiting) {
-  auto m = make_manager();
-  std::atomic<bool> blocked{false};
-  std::atomic<bool> go{false};
-  Result<ThreadRef> t = m->spawn("exiting", [&](Tcr&) -> void* {
+// A thread that blocks the suspend signal, says so, and spins until `go`; then it returns, first
+// unblocking the signal if asked.
+Result<ThreadRef> spawn_deaf(ThreadManager& m, std::atomic<bool>& blocked, std::atomic<bool>& go,
+                             bool unblock_before_exit) {
+  return m.spawn("deaf", [&blocked, &go, unblock_before_exit](Tcr&) -> void* {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, ThreadManager::signals().suspend);
@@ -248,8 +245,19 @@ TEST(StopWorld, AThreadThatExitsDuringTheStopAcknowledgesAsExiting) {
     blocked = true;
     while (!go.load()) {
     }
+    if (unblock_before_exit) pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
     return nullptr;
   });
+}
+
+// A thread whose suspend signal is blocked when the stop begins, and which then returns from its
+// function, acknowledges from shutdown step 2 as Exiting; it stays in the registry (Exiting)
+// until the world resumes.
+TEST(StopWorld, AThreadThatExitsDuringTheStopAcknowledgesAsExiting) {
+  auto m = make_manager();
+  std::atomic<bool> blocked{false};
+  std::atomic<bool> go{false};
+  Result<ThreadRef> t = spawn_deaf(*m, blocked, go, /*unblock_before_exit=*/false);
   ASSERT_TRUE(t.has_value());
   ASSERT_TRUE(eventually([&] { return blocked.load(); }));
   std::atomic<bool> stopped{false};
@@ -287,17 +295,8 @@ TEST(StopWorld, AThreadThatNeverAcknowledgesTimesOutAndTheRestRunAgain) {
   Spinners spin(*m, 2);
   std::atomic<bool> blocked{false};
   std::atomic<bool> go{false};
-  Result<ThreadRef> deaf = m->spawn("deaf", [&](Tcr&) -> void* {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, ThreadManager::signals().suspend);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    blocked = true;
-    while (!go.load()) {
-    }
-    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);  // the pending signal is taken here: stale
-    return nullptr;
-  });
+  // Unblocked before it exits: the pending signal is taken then, late and stale.
+  Result<ThreadRef> deaf = spawn_deaf(*m, blocked, go, /*unblock_before_exit=*/true);
   ASSERT_TRUE(deaf.has_value());
   ASSERT_TRUE(eventually([&] { return blocked.load(); }));
   Result<StoppedWorld> w = m->suspend_all();

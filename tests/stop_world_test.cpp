@@ -642,9 +642,14 @@ TEST(ConservativeScan, FindsEveryObjectHeldOnlyInSuspendedThreadsRegistersAndSta
   for (std::size_t i = 0; i < kThreads * kPerThread; ++i) {
     EXPECT_TRUE(found[i]) << "object " << i << " held by thread " << i / kPerThread;
   }
+#if !defined(__SANITIZE_THREAD__)
+  // Under TSan every memory access in the spin loop is a call into its runtime, which may save
+  // r15 on its own stack and reuse the register: the object is then found on the stack (checked
+  // above), not among the registers.
   for (std::size_t t = 0; t < kThreads; ++t) {
     EXPECT_TRUE(in_registers[t * kPerThread]) << "thread " << t << "'s register-held object";
   }
+#endif
 }
 
 }  // namespace

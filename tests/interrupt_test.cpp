@@ -79,7 +79,6 @@ class InterruptWakes : public ::testing::TestWithParam<WaitKind> {};
 TEST_P(InterruptWakes, AThreadBlockedInAManagerWait) {
   auto m = make_manager();
   Semaphore release;
-  std::atomic<bool> stop_other{false};
   // What the target waits for: a semaphore, a long sleep, a thread to join, another interrupt.
   Result<ThreadRef> other = m->spawn("other", [&](Tcr&) -> void* {
     release.wait();
@@ -141,7 +140,6 @@ TEST_P(InterruptWakes, AThreadBlockedInAManagerWait) {
   if (poller.valid()) {
     EXPECT_TRUE(m->join(poller).has_value());
   }
-  (void)stop_other;
 }
 
 INSTANTIATE_TEST_SUITE_P(Waits, InterruptWakes,

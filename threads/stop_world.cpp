@@ -211,24 +211,30 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
   const std::uint64_t epoch = ++core.stop_epoch;
   core.world_stopped = true;  // the gate: no thread enters or leaves the registry until resume
 
+  // One signal to a target. EAGAIN (the real-time signal queue is full) counts as sent: the wait
+  // below sends it again. Any other error names the thread it was for.
+  const auto send_suspend = [&](Tcr* t) -> std::optional<Error> {
+    Result<void> sent = t->m_handle.signal(signals.suspend, permit);
+    if (sent || sent.error().code == EAGAIN) return std::nullopt;
+    Error e = sent.error();
+    e.detail = "suspending thread #" + std::to_string(t->m_id);
+    return e;
+  };
+
   std::optional<Error> failure;
   for (Tcr* t : core.registry) {
     if (t == self) continue;
     t->m_stop_request.store(epoch, std::memory_order_seq_cst);
     const detail::Claim how = detail::StopWorldAccess::claim(*t, epoch);
     if (how == detail::Claim::Blocking || how == detail::Claim::Exiting) {
-      detail::StopWorldAccess::fill_entry(core.stopped.emplace_back(), *t,
-                         how == detail::Claim::Blocking ? StopKind::Blocking : StopKind::Exiting);
+      detail::StopWorldAccess::fill_entry(
+          core.stopped.emplace_back(), *t,
+          how == detail::Claim::Blocking ? StopKind::Blocking : StopKind::Exiting);
       continue;
     }
     if (how == detail::Claim::Signal) {
-      Result<void> sent = t->m_handle.signal(signals.suspend, permit);
-      // EAGAIN: the real-time signal queue is full; the wait below sends it again.
-      if (!sent && sent.error().code != EAGAIN) {
-        failure = sent.error();
-        failure->detail = "suspending thread #" + std::to_string(t->m_id);
-        break;
-      }
+      failure = send_suspend(t);
+      if (failure) break;
     }
     core.stop_waiting.push_back(t);
   }
@@ -254,14 +260,15 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
         }
         break;
       }
-      Result<void> sent = t->m_handle.signal(signals.suspend, permit);
-      if (!sent && sent.error().code != EAGAIN) {
-        if (!failure) failure = sent.error();
+      if (std::optional<Error> e = send_suspend(t)) {
+        if (!failure) failure = std::move(e);
         break;
       }
       retry = std::min(retry * 2, std::chrono::milliseconds(100));
     }
-    if (acked) detail::StopWorldAccess::fill_entry(core.stopped.emplace_back(), *t, t->m_stop_kind);
+    if (acked) {
+      detail::StopWorldAccess::fill_entry(core.stopped.emplace_back(), *t, t->m_stop_kind);
+    }
   }
 
   if (failure) {

@@ -16,6 +16,12 @@ std::string_view to_string(Step step) {
     case Step::Tgkill: return "tgkill";
     case Step::TcrAllocate: return "allocating a thread control record";
     case Step::GcRegister: return "GC_register_my_thread";
+    case Step::Sigaltstack: return "sigaltstack";
+    case Step::RegionMprotect: return "mprotect (protected region)";
+    case Step::Userfaultfd: return "userfaultfd";
+    case Step::UffdIoctl: return "ioctl (userfaultfd)";
+    case Step::PagemapScan: return "PAGEMAP_SCAN (/proc/self/pagemap)";
+    case Step::Eventfd: return "eventfd";
     case Step::Sigaction: return "sigaction (manager signals)";
     case Step::MachGetRefs: return "mach_port_get_refs";
     case Step::MachModRefs: return "mach_port_mod_refs";
@@ -34,6 +40,8 @@ std::string_view to_string(Step step) {
     case Step::NotAdopted: return "thread was not adopted";
     case Step::AdoptedThreadsAlive: return "adopted threads still alive";
     case Step::StopTimeout: return "stop-the-world timed out";
+    case Step::StackOverflow: return "thread overflowed its stack";
+    case Step::ModeUnavailable: return "protected-region mode unavailable";
   }
   return "unknown step";
 }

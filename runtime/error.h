@@ -24,6 +24,12 @@ enum class Step : std::uint8_t {
   Tgkill,
   TcrAllocate,  // allocating a TCR or its GC slot block; code ENOMEM
   GcRegister,   // GC_register_my_thread; code is errno-like (ENOMEM, ENOSYS for GC_NO_THREADS)
+  Sigaltstack,  // installing a thread's alternate signal stack
+  RegionMprotect,  // mprotect of a ProtectedRegion's pages (Signal mode)
+  Userfaultfd,  // opening a userfaultfd; EPERM/ENOSYS when the process may not
+  UffdIoctl,    // a userfaultfd ioctl (API, REGISTER, WRITEPROTECT); the detail names which
+  PagemapScan,  // the PAGEMAP_SCAN ioctl on /proc/self/pagemap, or opening that file
+  Eventfd,      // the ExceptionListener's control eventfd
   Sigaction,    // installing the manager's signal handlers; EBUSY when no signal is free
   // Mach steps: code is a kern_return_t.
   MachGetRefs,
@@ -44,6 +50,8 @@ enum class Step : std::uint8_t {
   NotAdopted,        // release_current_thread on a thread tcr did not adopt
   AdoptedThreadsAlive,  // ThreadManager::shutdown while adopted foreign threads still run
   StopTimeout,       // a thread did not acknowledge a stop within ManagerOptions::stop_timeout
+  StackOverflow,     // join: the thread ran into its stack's guard page (the detail says where)
+  ModeUnavailable,   // a ProtectedRegion mode this kernel or platform does not offer
 };
 
 std::string_view to_string(Step step);

@@ -1,7 +1,9 @@
 // Fault injection for the OS shim, and the calls that POSIX spells the same everywhere; the
 // others live in os_<platform>.cpp.
 #include <errno.h>
+#include <signal.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -37,6 +39,11 @@ const char* to_string(Call call) {
     case Call::Tgkill: return "tgkill";
     case Call::Poll: return "poll";
     case Call::GcRegister: return "GC_register_my_thread";
+    case Call::Sigaltstack: return "sigaltstack";
+    case Call::Userfaultfd: return "userfaultfd";
+    case Call::UffdIoctl: return "ioctl (userfaultfd)";
+    case Call::PagemapScan: return "PAGEMAP_SCAN";
+    case Call::Eventfd: return "eventfd";
     case Call::kCount: break;
   }
   return "?";
@@ -94,6 +101,31 @@ Result<bool> poll_readable(int fd, int timeout_ms) {
     const int n = ::poll(&p, 1, timeout_ms);
     if (n >= 0) return n > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
     if (errno != EINTR) return fail(Step::PidfdPoll, errno);
+  }
+}
+
+Result<stack_t> sigaltstack(const stack_t* stack) {
+  if (int e = take_fault(Call::Sigaltstack)) return fail(Step::Sigaltstack, e);
+  stack_t disable{};
+  disable.ss_flags = SS_DISABLE;
+  stack_t old{};
+  if (::sigaltstack(stack != nullptr ? stack : &disable, &old) != 0) {
+    return fail(Step::Sigaltstack, errno);
+  }
+  return old;
+}
+
+Result<void> region_mprotect(void* addr, std::size_t length, int prot) {
+  if (int e = take_fault(Call::Mprotect)) return fail(Step::RegionMprotect, e);
+  if (::mprotect(addr, length, prot) != 0) return fail(Step::RegionMprotect, errno);
+  return {};
+}
+
+Result<void> uffd_ioctl(int fd, unsigned long request, void* arg, const char* what) {
+  if (int e = take_fault(Call::UffdIoctl)) return fail(Step::UffdIoctl, e, what);
+  for (;;) {
+    if (::ioctl(fd, request, arg) == 0) return {};
+    if (errno != EINTR) return fail(Step::UffdIoctl, errno, what);
   }
 }
 

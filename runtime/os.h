@@ -5,6 +5,7 @@
 // atomic load. Releasing calls (close, munmap) are not injectable: a release must not fail.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -27,6 +28,11 @@ enum class Call : std::uint8_t {
   Tgkill,
   Poll,
   GcRegister,
+  Sigaltstack,
+  Userfaultfd,
+  UffdIoctl,
+  PagemapScan,
+  Eventfd,
   kCount
 };
 
@@ -72,6 +78,25 @@ Result<void> tgkill(pid_t tgid, pid_t tid, int sig);
 // poll() on one fd for POLLIN with a timeout in ms (0: don't wait). true when readable.
 Result<bool> poll_readable(int fd, int timeout_ms);
 void close(int fd);
+
+// The calling thread's alternate signal stack: installs `stack` (nullptr: disables it) and
+// returns the one it replaces. Async-signal-safe, like the call itself.
+Result<stack_t> sigaltstack(const stack_t* stack);
+
+// mprotect for a ProtectedRegion: the same call as mprotect(), its own fault-injection point and
+// step, so a test can fail a region's protection without failing thread stacks.
+Result<void> region_mprotect(void* addr, std::size_t length, int prot);
+
+// Linux: userfaultfd(2) with O_CLOEXEC | O_NONBLOCK and `flags` (UFFD_USER_MODE_ONLY);
+// Darwin: ENOSYS. The ioctls on it go through uffd_ioctl, whose detail names the request.
+Result<int> userfaultfd(int flags);
+Result<void> uffd_ioctl(int fd, unsigned long request, void* arg, const char* what);
+// /proc/self/pagemap for PAGEMAP_SCAN (Linux; Darwin: ENOSYS), and the scan itself. Returns the
+// ioctl's non-negative answer (how many page_region entries it filled).
+Result<int> open_pagemap();
+Result<long> pagemap_scan(int fd, void* arg);
+// Linux: eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); Darwin: ENOSYS.
+Result<int> eventfd();
 
 pid_t gettid();
 

@@ -53,6 +53,13 @@ Result<void> tgkill(pid_t, pid_t tid, int sig) {
   return {};
 }
 
+// userfaultfd, PAGEMAP_SCAN and eventfd are Linux's: a ProtectedRegion on Darwin uses the Mach
+// exception port (Listener) or the signal path, and these say so if asked.
+Result<int> userfaultfd(int) { return fail(Step::Userfaultfd, ENOSYS); }
+Result<int> open_pagemap() { return fail(Step::PagemapScan, ENOSYS, "no /proc/self/pagemap"); }
+Result<long> pagemap_scan(int, void*) { return fail(Step::PagemapScan, ENOSYS); }
+Result<int> eventfd() { return fail(Step::Eventfd, ENOSYS); }
+
 pid_t gettid() { return static_cast<pid_t>(::pthread_mach_thread_np(::pthread_self())); }
 
 bool try_join(pthread_t thread) {

@@ -3,6 +3,9 @@
 #include <linux/futex.h>
 #include <time.h>
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -42,6 +45,38 @@ Result<void> tgkill(pid_t tgid, pid_t tid, int sig) {
     return fail(errno == ESRCH ? Step::ThreadExited : Step::Tgkill, errno);
   }
   return {};
+}
+
+Result<int> userfaultfd(int flags) {
+  if (int e = take_fault(Call::Userfaultfd)) return fail(Step::Userfaultfd, e);
+  const long fd = ::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | flags);
+  if (fd < 0) return fail(Step::Userfaultfd, errno);
+  return static_cast<int>(fd);
+}
+
+Result<int> open_pagemap() {
+  if (int e = take_fault(Call::PagemapScan)) return fail(Step::PagemapScan, e, "open");
+  const int fd = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(Step::PagemapScan, errno, "open /proc/self/pagemap");
+  return fd;
+}
+
+Result<long> pagemap_scan(int fd, void* arg) {
+  // PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg) (Linux 6.7); the struct is 12 u64s.
+  constexpr unsigned long kPagemapScan = _IOWR('f', 16, std::uint64_t[12]);
+  if (int e = take_fault(Call::PagemapScan)) return fail(Step::PagemapScan, e);
+  for (;;) {
+    const long n = ::ioctl(fd, kPagemapScan, arg);
+    if (n >= 0) return n;
+    if (errno != EINTR) return fail(Step::PagemapScan, errno);
+  }
+}
+
+Result<int> eventfd() {
+  if (int e = take_fault(Call::Eventfd)) return fail(Step::Eventfd, e);
+  const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return fail(Step::Eventfd, errno);
+  return fd;
 }
 
 pid_t gettid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }

@@ -61,8 +61,8 @@ TEST(StackCache, IsBoundedAndTrimGivesTheStacksBack) {
   run_wide(*m);  // twelve stacks mapped at once
   EXPECT_EQ(m->stats().cached_stacks, 4u);  // eight were unmapped at reap
   if (testing::kMemoryCountsExact) {
-    // Each cached stack is two mappings (guard page + stack).
-    EXPECT_EQ(ledger.snapshot().maps, before.maps + 2 * 4);
+    // Each cached stack is four mappings: guard page, stack, guard page, alternate signal stack.
+    EXPECT_EQ(ledger.snapshot().maps, before.maps + 4 * 4);
   }
   EXPECT_EQ(m->trim(), 4u);
   EXPECT_EQ(m->stats().cached_stacks, 0u);

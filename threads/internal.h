@@ -28,6 +28,12 @@ void block_manager_signals(sigset_t* old);
 
 struct InterruptState;
 
+// threads/thread_extensions.cpp: attaches every registered extension to the calling thread
+// (bit i of *attached set for each that did; on failure the ones attached are detached again),
+// and detaches those in `attached`, last first.
+Result<void> attach_extensions(Tcr& t, unsigned* attached);
+void detach_extensions(Tcr& t, unsigned attached);
+
 // How a stop takes each target, decided under the registry lock.
 enum class Claim : std::uint8_t {
   Signal,    // running: send the suspend signal, wait for the handler's acknowledgement

@@ -75,6 +75,13 @@ class ManagerCore {
   static void* report_start_failure(Tcr* t, Error error);
   // Runs the thread's function; an escaped exception is kept for the joiner.
   static void* run_thread_function(Tcr* t);
+  // run_thread_function behind the stack-overflow recovery point (Tcr::m_overflow_env).
+  static void* run_guarded(Tcr* t);
+  // Per-thread exception state, on the thread itself: its alternate signal stack and the thread
+  // extensions (thread_extensions.h). Attach undoes itself on failure; detach is step 4.
+  static Result<void> attach_thread_state(Tcr* t);
+  static void detach_thread_state(Tcr* t);
+  static void restore_alt_stack(Tcr* t);
   // Runs one exit hook (shutdown step 1); an exception is logged and ignored. A hook that exits
   // the thread (pthread_exit) would leave the teardown half done: that is fatal, and said so.
   static void run_exit_hook(const std::function<void(Tcr&)>& hook, Tcr& t);

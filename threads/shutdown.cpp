@@ -54,8 +54,13 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
   //    registered by GC_init, is not ours to unregister).
   if (t.m_gc_registered) gc::unregister_current_thread();
 
-  // 4. Per-thread exception state (alternate signal stack, exception port) is torn down here once
-  //    the exception layer exists; nothing is installed per thread yet.
+  // 4. Per-thread exception state: the thread extensions detach (Darwin: the thread's Mach
+  //    exception port is destroyed, every right released once), then the alternate signal stack
+  //    installed at start gives way to the one it replaced. After step 3 no GC signal comes;
+  //    the manager's are blocked since step 2; a fault from here on (there should be none) runs
+  //    on the thread's own stack. An adopted thread's separate alternate stack is unmapped here;
+  //    a spawned thread's lives in its stack mapping and goes with it when the thread is reaped.
+  ManagerCore::detach_thread_state(&t);
 
   // 5. Normalize the kernel handle to exactly one reference. Linux: the TCR's own pidfd stays
   //    open; any other pidfd opened for this thread (a runtime that asked for "its" handle again,

@@ -98,6 +98,7 @@ class BlockingScope {
   BlockingScope& operator=(const BlockingScope&) = delete;
 
  private:
+  friend class ManagerCore;  // ends the scopes a stack overflow abandoned (run_guarded)
   static Tcr* enter(const RegisterSet* regs);
   static void leave(Tcr* t);
   RegisterSet m_regs;

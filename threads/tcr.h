@@ -9,6 +9,8 @@
 
 #include <pthread.h>
 #include <semaphore.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -38,6 +40,7 @@ namespace detail {
 struct InterruptState;  // threads/interrupt.h
 struct StopWorldAccess;  // threads/stop_world.cpp
 struct InterruptAccess;  // threads/interrupt.cpp
+struct ExceptionsAccess;  // exceptions/tcr_access.h: the GC-trap layer's view of a Tcr
 }  // namespace detail
 void shutdown_thread_tcr(Tcr& t, void* result);  // threads/shutdown.cpp
 
@@ -90,6 +93,18 @@ class Tcr {
   void* stack_low() const { return m_stack_low; }
   void* stack_high() const { return m_stack_high; }
 
+  // The guard below the stack, [guard_low, stack_low): a write there is a stack overflow, which
+  // becomes Step::StackOverflow on join once the fault handlers are installed
+  // (exceptions/fault_signals.h). Empty for adopted threads (their stack is not ours).
+  void* guard_low() const { return m_stack_map; }
+  // The thread's alternate signal stack [low, low + size), or nullptr while none of ours is
+  // installed. SIGSEGV and SIGBUS handlers run there, so a fault handler works after overflow.
+  void* alt_stack() const { return m_alt_stack; }
+  std::size_t alt_stack_size() const { return m_alt_stack_size; }
+  // GC traps (write-barrier faults on a ProtectedRegion) this thread has taken, counted by the
+  // fault handler (Signal mode) or by the ExceptionListener (Listener mode).
+  std::uint64_t traps() const { return m_traps.load(std::memory_order_relaxed); }
+
   // Per-thread slots a runtime may fill with GC pointers: the collector scans them.
   void*& slot(std::size_t i) { return m_slots[kFirstUserSlot + i]; }
   // SpawnOptions::argument, kept GC-visible for the thread's life.
@@ -102,6 +117,7 @@ class Tcr {
   friend class Semaphore;
   friend struct detail::StopWorldAccess;
   friend struct detail::InterruptAccess;
+  friend struct detail::ExceptionsAccess;
   friend void shutdown_thread_tcr(Tcr& t, void* result);
   static constexpr std::size_t kArgumentSlot = 0;
   static constexpr std::size_t kResultSlot = 1;
@@ -122,10 +138,21 @@ class Tcr {
   bool m_detached = false;
   bool m_gc_registered = false;   // this manager registered it, so shutdown unregisters it
   bool m_joining = false;         // a join is under way or done
-  void* m_stack_map = nullptr;    // our mapping (guard page + stack), or nullptr for adopted
+  // Our mapping: guard page, stack, guard page, alternate signal stack (low to high); nullptr
+  // for adopted threads.
+  void* m_stack_map = nullptr;
   std::size_t m_stack_map_size = 0;
   void* m_stack_low = nullptr;
   void* m_stack_high = nullptr;
+  // The alternate signal stack installed at thread start and the one it replaced, put back at
+  // shutdown step 4 (under ASan, the sanitizer's own, which it unmaps itself at thread exit).
+  // Spawned threads: inside m_stack_map; adopted ones: m_alt_map, mapped at adoption.
+  void* m_alt_stack = nullptr;
+  std::size_t m_alt_stack_size = 0;
+  void* m_alt_map = nullptr;
+  std::size_t m_alt_map_size = 0;
+  stack_t m_prev_alt_stack{};
+  unsigned m_extensions = 0;  // bit i: thread extension i attached (threads/thread_extensions.h)
   KernelThreadHandle m_handle;
   HandleChain m_handle_chain;  // every handle opened with handle_tag(), m_handle first
   mach::PortName m_mach_port = mach::kPortNull;
@@ -137,6 +164,14 @@ class Tcr {
   StartHandshake* m_handshake = nullptr;
   Semaphore m_exited;         // posted by shutdown_thread_tcr step 7
   std::exception_ptr m_exception;
+
+  // Stack overflow (exceptions/stack_guard.cpp): while the thread's function runs, a fault in
+  // the guard jumps from the handler, on the alternate stack, back to m_overflow_env in
+  // ManagerCore::run_guarded, abandoning the function's frames.
+  sigjmp_buf m_overflow_env;
+  std::atomic<bool> m_overflow_armed{false};
+  void* m_overflow_address = nullptr;  // written by the handler before it jumps; 0: no overflow
+  std::atomic<std::uint64_t> m_traps{0};
 
   // Stop-the-world (threads/stop_world.cpp). m_stw_state is the thread's side of the handshake
   // and the futex word a thread leaving a claimed BlockingScope sleeps on; the epochs say which

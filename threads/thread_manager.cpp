@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <new>
 #include <utility>
@@ -18,6 +19,7 @@
 #include "threads/current.h"
 #include "threads/internal.h"
 #include "threads/manager_core.h"
+#include "threads/tid_index.h"
 
 namespace tcr {
 namespace {
@@ -33,6 +35,18 @@ std::atomic<std::uint64_t> g_next_id{1};
 std::size_t page_size() {
   static const std::size_t s_page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   return s_page;
+}
+
+// The alternate signal stack: room for a fault handler that chains to another runtime's (Boehm's,
+// a JVM's) and for the kernel's signal frame with the full vector state (AVX-512: ~3 KiB).
+std::size_t alt_stack_size() {
+  static const std::size_t s_size = [] {
+    std::size_t want = std::size_t{64} << 10;
+    const long sig = sysconf(_SC_SIGSTKSZ);
+    if (sig > 0 && static_cast<std::size_t>(sig) * 4 > want) want = static_cast<std::size_t>(sig) * 4;
+    return (want + page_size() - 1) & ~(page_size() - 1);
+  }();
+  return s_size;
 }
 
 void sem_wait_uninterrupted(sem_t* sem) {
@@ -65,6 +79,8 @@ ManagerCore::ManagerCore(ManagerOptions opts, HandleMode handle_mode)
     : options(std::move(opts)), mode(handle_mode), slot_arena(kSlotWords, options.gc) {}
 
 ManagerCore::~ManagerCore() {
+  // A listener looking a tid up (threads/tid_index.h) may be holding one of these records.
+  std::unique_lock index_guard = detail::tid_index_guard();
   for (Tcr* t : records) {
     unmap_stack(t);
     delete t;
@@ -85,6 +101,50 @@ void ManagerCore::unmap_stack(Tcr* t) {
   if (t->m_stack_map == nullptr) return;
   os::munmap(t->m_stack_map, t->m_stack_map_size);
   t->m_stack_map = nullptr;
+}
+
+Result<void> ManagerCore::attach_thread_state(Tcr* t) {
+  // The alternate signal stack first: from here on a fault handler has room even when the
+  // thread's own stack is exhausted. The one it replaces comes back at step 4.
+  stack_t alt{};
+  alt.ss_sp = t->m_alt_stack;
+  alt.ss_size = t->m_alt_stack_size;
+  Result<stack_t> prev = os::sigaltstack(&alt);
+  if (!prev) return std::unexpected(prev.error());
+  t->m_prev_alt_stack = *prev;
+  if (Result<void> r = detail::attach_extensions(*t, &t->m_extensions); !r) {
+    restore_alt_stack(t);
+    return r;
+  }
+  return {};
+}
+
+void ManagerCore::detach_thread_state(Tcr* t) {
+  detail::detach_extensions(*t, std::exchange(t->m_extensions, 0u));
+  restore_alt_stack(t);
+}
+
+void ManagerCore::restore_alt_stack(Tcr* t) {
+  // Releasing: the previous stack was valid when it was installed, so putting it back (or
+  // disabling ours) does not fail while we are not running on the alternate stack.
+  const bool had = (t->m_prev_alt_stack.ss_flags & SS_DISABLE) == 0 &&
+                   t->m_prev_alt_stack.ss_sp != nullptr;
+  stack_t prev = t->m_prev_alt_stack;
+  prev.ss_flags = 0;
+  if (had) {
+    ::sigaltstack(&prev, nullptr);
+  } else {
+    stack_t off{};
+    off.ss_flags = SS_DISABLE;
+    ::sigaltstack(&off, nullptr);
+  }
+  t->m_prev_alt_stack = stack_t{};
+  if (t->m_alt_map != nullptr) {
+    os::munmap(t->m_alt_map, t->m_alt_map_size);
+    t->m_alt_map = nullptr;
+  }
+  t->m_alt_stack = nullptr;
+  t->m_alt_stack_size = 0;
 }
 
 void ManagerCore::push_zombie_locked(Tcr* t) {
@@ -154,6 +214,10 @@ void ManagerCore::free_record_locked(Tcr* t) {
 
 void ManagerCore::abandon_record(Tcr* t) {
   unmap_stack(t);
+  if (t->m_alt_map != nullptr) {  // an adoption that failed after mapping its alternate stack
+    os::munmap(t->m_alt_map, t->m_alt_map_size);
+    t->m_alt_map = nullptr;
+  }
   t->m_handle.release();
   HandleTable::instance().detach_chain(t->m_handle_chain);
   t->m_fn = nullptr;
@@ -207,6 +271,7 @@ void ManagerCore::enter_registry(Tcr* t) {
   wait_for_world(lock);
   detail::StopWorldAccess::reset(*t);
   detail::InterruptAccess::open(*t);
+  detail::tid_index_publish(t);
   t->m_registry_index = registry.size();
   registry.push_back(t);
   t->m_state.store(TcrState::Running, std::memory_order_release);
@@ -220,6 +285,7 @@ void ManagerCore::leave_registry(std::unique_lock<std::mutex>& lock, Tcr* t) {
   registry[i] = last;
   last->m_registry_index = i;
   registry.pop_back();
+  detail::tid_index_withdraw(t);
   t->m_state.store(TcrState::Dead, std::memory_order_release);
 }
 
@@ -259,9 +325,14 @@ void* ManagerCore::thread_entry(void* arg) {
   if (core->options.mach_space != nullptr) {
     t->m_mach_port = core->options.mach_space->current_thread_port();
   }
+  if (Result<void> state = attach_thread_state(t); !state) {
+    t->m_handle.release();
+    return report_start_failure(t, state.error());
+  }
   if (t->m_gc_registered) {
     Result<bool> registered = gc::register_current_thread(t->m_stack_high);
     if (!registered) {
+      detach_thread_state(t);
       t->m_handle.release();
       t->m_gc_registered = false;
       return report_start_failure(t, registered.error());
@@ -273,12 +344,40 @@ void* ManagerCore::thread_entry(void* arg) {
   sem_post(&hs->started);  // the last touch of the spawner's handshake
 
   pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, nullptr);
-  void* result = run_thread_function(t);
+  void* result = run_guarded(t);
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, nullptr);
   // The closure's captures are destroyed here, on the thread, before shutdown.
   t->m_fn = nullptr;
   shutdown_thread_tcr(*t, result);
   return nullptr;
+}
+
+// The stack-overflow recovery point, in a frame that outlives the thread's function. When the
+// function writes into its guard page, the fault handler (exceptions/stack_guard.cpp), on the
+// alternate stack, jumps back here; the frames in between are abandoned without running their
+// destructors (a C++ unwind from an arbitrary faulting instruction is not possible without
+// -fnon-call-exceptions: GCC's personality routine terminates the process when the faulting pc
+// is outside a call site). savemask 1: the jump also restores this signal mask, undoing the
+// handler's.
+void* ManagerCore::run_guarded(Tcr* t) {
+  if (sigsetjmp(t->m_overflow_env, 1) != 0) {
+    // What the abandoned frames left in the Tcr: a BlockingScope never left (a stop may hold it
+    // claimed: leave() waits for the resume, as a scope's end does), an interrupt closure or a
+    // manager wait cut short.
+    if (t->m_blocking_depth > 0) {
+      t->m_blocking_depth = 1;
+      BlockingScope::leave(t);
+    }
+    t->m_running_interrupts = false;
+    t->m_wait_word.store(nullptr, std::memory_order_relaxed);
+    log::warn("thread #{} '{}' overflowed its stack (fault at {}); its function was abandoned",
+              t->m_id, t->m_name, t->m_overflow_address);
+    return nullptr;
+  }
+  t->m_overflow_armed.store(true, std::memory_order_release);
+  void* result = run_thread_function(t);
+  t->m_overflow_armed.store(false, std::memory_order_release);
+  return result;
 }
 
 // ---- ThreadManager -----------------------------------------------------------------------------
@@ -295,6 +394,10 @@ Result<std::unique_ptr<ThreadManager>> ThreadManager::create(ManagerOptions opti
   if (options.handle_mode == HandleModeChoice::Tgkill) mode = HandleMode::Tgkill;
   if (options.handle_mode == HandleModeChoice::Pidfd && mode != HandleMode::Pidfd) {
     return fail(Step::PidfdOpen, EINVAL, "this kernel has no thread pidfds (PIDFD_THREAD)");
+  }
+  if (Result<void> index = detail::tid_index_init(); !index) {
+    log::warn("no tid index ({}): the exception listener will report faults without their TCR",
+              index.error().message());
   }
   auto core = std::make_shared<ManagerCore>(std::move(options), mode);
   return std::unique_ptr<ThreadManager>(new ThreadManager(std::move(core)));
@@ -374,12 +477,16 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   t->m_gc_registered = *gc_register;
   t->m_slots[Tcr::kArgumentSlot] = options.argument;
 
-  // The stack: our own mapping with a guard page below it, owned by the record. It is either
-  // the one the record kept from its last thread (same size) or a fresh one; it goes back to the
-  // stack cache or is unmapped when the thread is reaped.
+  // The stack: our own mapping, owned by the record. From low to high: a guard page (overflow
+  // lands there), the stack, a guard page, and the alternate signal stack the fault handlers run
+  // on (above the stack, so an overflow never runs into it; its own overflow hits the guard
+  // below it). One mapping, so a thread costs no extra mmap for its alternate stack, and the
+  // stack cache keeps both. It is either the one the record kept from its last thread (same
+  // size) or a fresh one; it goes back to the stack cache or is unmapped when the thread is
+  // reaped.
   const std::size_t page = page_size();
   const std::size_t stack = (options.stack_size + page - 1) & ~(page - 1);
-  const std::size_t total = stack + page;
+  const std::size_t total = page + stack + page + alt_stack_size();
   if (t->m_stack_map_size != total) ManagerCore::unmap_stack(t);
   if (t->m_stack_map == nullptr) {
     Result<void*> map = os::mmap_anonymous(total, PROT_READ | PROT_WRITE, /*stack=*/true);
@@ -389,13 +496,18 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
     }
     t->m_stack_map = *map;
     t->m_stack_map_size = total;
-    if (Result<void> guard = os::mprotect(*map, page, PROT_NONE); !guard) {
-      core.abandon_record(t);  // unmaps the stack: a failed spawn returns its record bare
-      return std::unexpected(guard.error());
+    char* base = static_cast<char*>(*map);
+    for (char* guard_page : {base, base + page + stack}) {
+      if (Result<void> guard = os::mprotect(guard_page, page, PROT_NONE); !guard) {
+        core.abandon_record(t);  // unmaps the stack: a failed spawn returns its record bare
+        return std::unexpected(guard.error());
+      }
     }
   }
   t->m_stack_low = static_cast<char*>(t->m_stack_map) + page;
-  t->m_stack_high = static_cast<char*>(t->m_stack_map) + total;
+  t->m_stack_high = static_cast<char*>(t->m_stack_low) + stack;
+  t->m_alt_stack = static_cast<char*>(t->m_stack_high) + page;
+  t->m_alt_stack_size = alt_stack_size();
 
   pthread_attr_t attr;
   pthread_attr_init(&attr);
@@ -480,7 +592,17 @@ Result<void*> ThreadManager::join(ThreadRef ref) {
   }
   void* result = t->m_slots[Tcr::kResultSlot];
   std::exception_ptr exception = t->m_exception;
+  void* const overflow = std::exchange(t->m_overflow_address, nullptr);
+  const std::size_t stack_kib =
+      (static_cast<char*>(t->m_stack_high) - static_cast<char*>(t->m_stack_low)) >> 10;
   core.reap_record(t);
+  if (overflow != nullptr) {
+    char where[32];
+    std::snprintf(where, sizeof where, "%p", overflow);
+    return fail(Step::StackOverflow, 0,
+                "thread #" + std::to_string(ref.m_id) + " overflowed its " +
+                    std::to_string(stack_kib) + " KiB stack (fault at " + where + ")");
+  }
   if (exception) {
     Error e{Step::ThreadThrew, 0, "thread #" + std::to_string(ref.m_id), exception};
     return std::unexpected(std::move(e));
@@ -547,11 +669,31 @@ Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOpt
     return std::unexpected(handle.error());
   }
   t->m_handle = std::move(*handle);
+  // Its own alternate signal stack, with a guard page below it, released at step 4.
+  const std::size_t alt_map_size = page_size() + alt_stack_size();
+  Result<void*> alt_map = os::mmap_anonymous(alt_map_size, PROT_READ | PROT_WRITE);
+  if (!alt_map) {
+    core.abandon_record(t);
+    return std::unexpected(alt_map.error());
+  }
+  t->m_alt_map = *alt_map;
+  t->m_alt_map_size = alt_map_size;
+  if (Result<void> guard = os::mprotect(*alt_map, page_size(), PROT_NONE); !guard) {
+    core.abandon_record(t);
+    return std::unexpected(guard.error());
+  }
+  t->m_alt_stack = static_cast<char*>(*alt_map) + page_size();
+  t->m_alt_stack_size = alt_stack_size();
+  if (Result<void> state = ManagerCore::attach_thread_state(t); !state) {
+    core.abandon_record(t);
+    return std::unexpected(state.error());
+  }
   if (*gc_register) {
     Result<void*> base = gc::current_stack_base();
     Result<bool> registered =
         base ? gc::register_current_thread(*base) : Result<bool>(std::unexpected(base.error()));
     if (!registered) {
+      ManagerCore::detach_thread_state(t);
       core.abandon_record(t);
       return std::unexpected(registered.error());
     }
@@ -564,6 +706,7 @@ Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOpt
   t->m_core_ref = m_core;
   if (int rc = pthread_setspecific(adopted_key(), t); rc != 0) {
     if (t->m_gc_registered) gc::unregister_current_thread();
+    ManagerCore::detach_thread_state(t);
     t->m_core_ref.reset();
     core.abandon_record(t);
     return fail(Step::TcrAllocate, rc, "pthread_setspecific");

@@ -1,0 +1,28 @@
+// Per-thread state that a layer above threads/ keeps for every tcr thread: exceptions/ uses it
+// for what the kernel holds per thread (Darwin: each thread's Mach exception port). threads/
+// calls `attach` on each thread it starts or adopts, on that thread, before the thread enters
+// the registry (a failure fails the spawn or the adoption, with nothing left behind), and
+// `detach` at shutdown_thread_tcr step 4, on the thread, for every extension that attached.
+// Registration is process-wide and permanent (at most kMaxThreadExtensions); a thread already
+// running when an extension is registered is not attached to it. Thread-safe.
+#pragma once
+
+#include <cstddef>
+
+#include "runtime/error.h"
+
+namespace tcr {
+class Tcr;
+
+struct ThreadExtension {
+  const char* name;                 // for logs
+  Result<void> (*attach)(Tcr& self);  // runs on the thread itself
+  void (*detach)(Tcr& self);          // runs on the thread itself; must not fail
+};
+
+inline constexpr std::size_t kMaxThreadExtensions = 4;
+
+// BadArgument when the table is full or an entry lacks a function.
+Result<void> register_thread_extension(const ThreadExtension& extension);
+
+}  // namespace tcr

@@ -1,0 +1,28 @@
+// The SIGSEGV and SIGBUS handlers of the GC-trap layer. Installed once per process, with
+// SA_ONSTACK, so they run on the alternate stack every tcr thread gets at start (Tcr::alt_stack)
+// and still work when a thread has exhausted its own stack. They resolve:
+//  1. a write to an armed page of a Signal-mode ProtectedRegion (marked dirty, made writable);
+//  2. a tcr thread's write into the guard below its stack: the thread's function is abandoned
+//     and join answers Step::StackOverflow (stack_guard.h);
+//  3. anything else goes to the handler installed before ours (Boehm GC's incremental mode, a
+//     JVM's): SA_SIGINFO or plain, as it asked; SIG_DFL re-raises with the default action.
+// Async-signal-safe: a lock-free lookup of regions, atomics and mprotect; no allocation, no
+// lock, no logging.
+#pragma once
+
+#include <signal.h>
+
+#include "runtime/error.h"
+
+namespace tcr {
+
+// Installs the handlers (once per process; later calls answer the first call's result). A
+// Signal-mode ProtectedRegion installs them; call it at start-up to have stack overflows of tcr
+// threads recovered even without one. Step::Sigaction on failure.
+Result<void> install_fault_handlers();
+bool fault_handlers_installed();
+
+// The action each signal had before ours, which faults that are not ours go to.
+struct sigaction previous_fault_action(int sig);
+
+}  // namespace tcr

@@ -1,0 +1,254 @@
+// The ExceptionListener's thread and control; the kernel side is the platform's ListenerBackend.
+#include "exceptions/listener.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <vector>
+
+#include "exceptions/listener_internal.h"
+#include "exceptions/region_table.h"
+#include "exceptions/tcr_access.h"
+#include "runtime/log.h"
+#include "runtime/os.h"
+#include "threads/tid_index.h"
+
+namespace tcr {
+namespace {
+
+struct ListenerState {
+  std::mutex mutex;                 // backend, thread, paused, stop_requested
+  std::shared_mutex control;        // shared: a session arming pages; exclusive: stop()
+  std::condition_variable changed;  // paused or stop_requested changed
+  std::unique_ptr<detail::ListenerBackend> backend;
+  pthread_t thread{};
+  bool running = false;
+  bool paused = false;
+  bool stop_requested = false;
+
+  std::atomic<std::uint64_t> batches{0};
+  std::atomic<std::uint64_t> messages{0};
+  std::atomic<std::uint64_t> resolved{0};
+  std::atomic<std::uint64_t> stale{0};
+  std::atomic<std::uint64_t> foreign{0};
+  std::atomic<std::uint64_t> attributed{0};
+};
+
+// Never destroyed: the listener thread may outlive every static destructor at exit.
+ListenerState& state() {
+  static ListenerState* s = new ListenerState;
+  return *s;
+}
+
+// Counts the trap (delta +1, or -1 to take it back) on the faulting thread's Tcr. Answers whether
+// it found one.
+bool attribute(const detail::FaultMessage& m, int delta) {
+  if (m.tcr != nullptr) {
+    detail::ExceptionsAccess::count_trap(*m.tcr, delta);
+    return true;
+  }
+  return m.tid != 0 && detail::with_tcr_of_tid(m.tid, [delta](Tcr& t) {
+           detail::ExceptionsAccess::count_trap(t, delta);
+         });
+}
+
+void handle(detail::ListenerBackend& backend, const detail::FaultMessage& m) {
+  ListenerState& s = state();
+  detail::PinnedRegion region(m.address);
+  if (!region || region->mode != TrapMode::Listener) {
+    // Unregistered while the message was in flight: the thread is let go, and meets the page's
+    // real protection (writable now).
+    s.foreign.fetch_add(1, std::memory_order_relaxed);
+    backend.resume(m, detail::FaultOutcome::Foreign);
+    return;
+  }
+  bool counted = false;
+  bool found_tcr = false;
+  const bool writable = detail::resolve_write_fault(
+      *region.get(), region->page_of(m.address),
+      [&](void* page, std::size_t size) {
+        Result<void> r = backend.write_protect(page, size, false);
+        if (!r) log::error("exception listener: {}", r.error().message());
+        return r.has_value();
+      },
+      [&](int delta) { found_tcr = attribute(m, delta); }, &counted);
+  if (counted) {
+    s.resolved.fetch_add(1, std::memory_order_relaxed);
+    if (found_tcr) s.attributed.fetch_add(1, std::memory_order_relaxed);
+    backend.resume(m, detail::FaultOutcome::Resolved);
+  } else {
+    s.stale.fetch_add(1, std::memory_order_relaxed);
+    // Not writable means unprotecting failed: the thread retries and faults again.
+    backend.resume(m, writable ? detail::FaultOutcome::Stale : detail::FaultOutcome::Foreign);
+  }
+}
+
+void* listener_main(void*) {
+  os::set_current_thread_name("tcr-listener");
+  ListenerState& s = state();
+  detail::ListenerBackend& backend = *s.backend;
+  detail::FaultMessage batch[64];
+  for (;;) {
+    {
+      std::unique_lock lock(s.mutex);
+      s.changed.wait(lock, [&] { return !s.paused || s.stop_requested; });
+      if (s.stop_requested) break;
+    }
+    bool woken = false;
+    Result<std::size_t> n = backend.receive(batch, 64, &woken);
+    if (!n) {
+      // The fd itself failed: nothing can be received any more. stop() still works.
+      log::error("exception listener stops receiving: {}", n.error().message());
+      std::unique_lock lock(s.mutex);
+      s.changed.wait(lock, [&] { return s.stop_requested; });
+      break;
+    }
+    if (woken) continue;  // control: re-read the flags
+    s.batches.fetch_add(1, std::memory_order_relaxed);
+    s.messages.fetch_add(*n, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < *n; ++i) handle(backend, batch[i]);
+  }
+  return nullptr;
+}
+
+// Under s.mutex.
+Result<void> open_backend_locked(ListenerState& s) {
+  if (s.backend) return {};
+  Result<std::unique_ptr<detail::ListenerBackend>> backend = detail::ListenerBackend::open();
+  if (!backend) return std::unexpected(backend.error());
+  s.backend = std::move(*backend);
+  return {};
+}
+
+// Under s.mutex.
+Result<void> start_locked(ListenerState& s) {
+  if (s.running) return {};
+  if (Result<void> r = open_backend_locked(s); !r) return r;
+  s.stop_requested = false;
+  // Every signal blocked, inherited by the thread: no stop-the-world or interrupt ever stops it
+  // (threads blocked on a fault wait for it), and no runtime handler runs on it.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  Result<pthread_t> thread = os::pthread_create(nullptr, listener_main, nullptr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (!thread) return std::unexpected(thread.error());
+  s.thread = *thread;
+  s.running = true;
+  log::debug("exception listener started");
+  return {};
+}
+
+}  // namespace
+
+namespace detail {
+
+Result<ListenerBackend*> listener_backend() {
+  ListenerState& s = state();
+  std::lock_guard lock(s.mutex);
+  if (Result<void> r = open_backend_locked(s); !r) return std::unexpected(r.error());
+  return s.backend.get();
+}
+
+Result<std::shared_lock<std::shared_mutex>> listener_session() {
+  ListenerState& s = state();
+  std::shared_lock session(s.control);
+  std::lock_guard lock(s.mutex);
+  if (Result<void> r = start_locked(s); !r) return std::unexpected(r.error());
+  return session;
+}
+
+}  // namespace detail
+
+ExceptionListener& ExceptionListener::instance() {
+  static ExceptionListener s_listener;
+  return s_listener;
+}
+
+Result<void> ExceptionListener::start() {
+  ListenerState& s = state();
+  std::lock_guard lock(s.mutex);
+  return start_locked(s);
+}
+
+void ExceptionListener::stop() {
+  ListenerState& s = state();
+  std::unique_lock control(s.control);  // no region is arming pages now
+  {
+    std::lock_guard lock(s.mutex);
+    if (!s.running) return;
+    s.stop_requested = true;
+  }
+  s.changed.notify_all();
+  s.backend->request_stop();
+  pthread_join(s.thread, nullptr);
+  {
+    std::lock_guard lock(s.mutex);
+    s.running = false;
+    s.stop_requested = false;
+  }
+  // Nobody resolves faults now: unarm every Listener region. Unprotecting wakes the threads
+  // blocked on its pages (their messages, unread, die with nobody to answer them: the kernel
+  // lets a woken thread retry its write). What was armed counts as written, since later writes
+  // go unseen until the next protect() or collect_dirty().
+  std::vector<std::uint8_t> was;
+  detail::for_each_region([&](detail::RegionCore& r) {
+    if (r.mode != TrapMode::Listener) return;
+    was.assign(r.pages, detail::kPageOff);
+    for (std::size_t i = 0; i < r.pages; ++i) {
+      std::atomic<std::uint8_t>& page = r.page(i);
+      for (;;) {
+        std::uint8_t cur = page.load(std::memory_order_acquire);
+        if (cur == detail::kPageBusy) continue;
+        if (page.compare_exchange_weak(cur, detail::kPageBusy, std::memory_order_acq_rel)) {
+          was[i] = cur;
+          break;
+        }
+      }
+    }
+    if (Result<void> r2 = s.backend->write_protect(r.base, r.length, false); !r2) {
+      log::error("exception listener stop: {}", r2.error().message());
+    }
+    for (std::size_t i = 0; i < r.pages; ++i) {
+      r.page(i).store(was[i] == detail::kPageOff ? detail::kPageOff : detail::kPageDirty,
+                      std::memory_order_release);
+    }
+  });
+  log::debug("exception listener stopped");
+}
+
+bool ExceptionListener::running() const {
+  ListenerState& s = state();
+  std::lock_guard lock(s.mutex);
+  return s.running;
+}
+
+ListenerStats ExceptionListener::stats() const {
+  ListenerState& s = state();
+  ListenerStats out;
+  out.batches = s.batches.load(std::memory_order_relaxed);
+  out.messages = s.messages.load(std::memory_order_relaxed);
+  out.resolved = s.resolved.load(std::memory_order_relaxed);
+  out.stale = s.stale.load(std::memory_order_relaxed);
+  out.foreign = s.foreign.load(std::memory_order_relaxed);
+  out.attributed = s.attributed.load(std::memory_order_relaxed);
+  return out;
+}
+
+void ExceptionListener::set_paused(bool paused) {
+  ListenerState& s = state();
+  {
+    std::lock_guard lock(s.mutex);
+    s.paused = paused;
+    if (!s.running) return;
+  }
+  s.changed.notify_all();
+  s.backend->request_stop();  // a receive() under way returns and re-reads the flag
+}
+
+}  // namespace tcr

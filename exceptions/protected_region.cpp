@@ -1,0 +1,298 @@
+// ProtectedRegion: mode choice and fall-back, and the per-page state machine (region_table.h)
+// that the Signal and Listener modes share; Async defers to the kernel (async_tracker.h).
+#include "exceptions/protected_region.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+
+#include "exceptions/async_tracker.h"
+#include "exceptions/fault_signals.h"
+#include "exceptions/listener_internal.h"
+#include "exceptions/region_table.h"
+#include "runtime/log.h"
+#include "runtime/os.h"
+
+namespace tcr {
+namespace {
+
+std::size_t system_page_size() {
+  static const std::size_t s_page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return s_page;
+}
+
+// Whether the mode's kernel side opens; the error says why not.
+Result<void> available(TrapMode mode) {
+  switch (mode) {
+    case TrapMode::Signal: return {};
+    case TrapMode::Listener: {
+      Result<detail::ListenerBackend*> b = detail::listener_backend();
+      if (!b) return std::unexpected(b.error());
+      return {};
+    }
+    case TrapMode::Async: {
+      Result<detail::AsyncTracker*> a = detail::AsyncTracker::instance();
+      if (!a) return std::unexpected(a.error());
+      return {};
+    }
+  }
+  return {};
+}
+
+TrapMode next_best(TrapMode mode) {
+  return mode == TrapMode::Async ? TrapMode::Listener : TrapMode::Signal;
+}
+
+// Said once per process for each mode that had to give way.
+void say_fallback_once(TrapMode from, TrapMode to, const Error& why) {
+  static std::atomic<bool> s_said[3];
+  if (s_said[static_cast<int>(from)].exchange(true)) return;
+  log::warn("ProtectedRegion: {} mode unavailable ({}); falling back to {}", to_string(from),
+            why.message(), to_string(to));
+}
+
+// Sets every page Busy, waiting out resolvers; answers what each page was.
+void claim_all(detail::RegionCore& r, std::vector<std::uint8_t>* was) {
+  if (was != nullptr) was->assign(r.pages, detail::kPageOff);
+  for (std::size_t i = 0; i < r.pages; ++i) {
+    std::atomic<std::uint8_t>& page = r.page(i);
+    for (;;) {
+      std::uint8_t cur = page.load(std::memory_order_acquire);
+      if (cur == detail::kPageBusy) continue;
+      if (page.compare_exchange_weak(cur, detail::kPageBusy, std::memory_order_acq_rel)) {
+        if (was != nullptr) (*was)[i] = cur;
+        break;
+      }
+    }
+  }
+}
+
+void release_all(detail::RegionCore& r, std::uint8_t to) {
+  for (std::size_t i = 0; i < r.pages; ++i) r.page(i).store(to, std::memory_order_release);
+}
+
+// The protection change of the Signal and Listener modes.
+Result<void> set_protection(detail::RegionCore& r, char* base, std::size_t length, bool on) {
+  if (r.mode == TrapMode::Listener) return r.listener->write_protect(base, length, on);
+  return os::region_mprotect(base, length, on ? PROT_READ : PROT_READ | PROT_WRITE);
+}
+
+}  // namespace
+
+const char* to_string(TrapMode mode) {
+  switch (mode) {
+    case TrapMode::Signal: return "Signal";
+    case TrapMode::Listener: return "Listener";
+    case TrapMode::Async: return "Async";
+  }
+  return "?";
+}
+
+TrapMode best_trap_mode() {
+  TrapMode mode = TrapMode::Async;
+  while (mode != TrapMode::Signal && !available(mode)) mode = next_best(mode);
+  static std::once_flag s_once;
+  std::call_once(s_once, [&] { log::info("ProtectedRegion: best mode here is {}", to_string(mode)); });
+  return mode;
+}
+
+Result<std::unique_ptr<ProtectedRegion>> ProtectedRegion::create(void* base, std::size_t length,
+                                                                 RegionOptions options) {
+  const std::size_t page = system_page_size();
+  const auto addr = reinterpret_cast<std::uintptr_t>(base);
+  if (base == nullptr || length == 0) {
+    return fail(Step::BadArgument, 0, "ProtectedRegion: empty range (null base or zero length)");
+  }
+  if (addr % page != 0 || length % page != 0) {
+    char msg[160];
+    std::snprintf(msg, sizeof msg,
+                  "ProtectedRegion: [%p, +%zu) is not page-aligned (page size %zu): both the base "
+                  "and the length must be multiples of it",
+                  base, length, page);
+    return fail(Step::BadArgument, 0, msg);
+  }
+  if (addr + length < addr) return fail(Step::BadArgument, 0, "ProtectedRegion: range wraps");
+
+  TrapMode mode = options.mode.value_or(best_trap_mode());
+  for (;;) {
+    Result<void> ok = available(mode);
+    if (ok) break;
+    if (!options.fall_back) {
+      Error e = ok.error();
+      e.detail = std::string(to_string(mode)) + " mode: " + e.message();
+      e.step = Step::ModeUnavailable;
+      e.code = 0;
+      return std::unexpected(std::move(e));
+    }
+    say_fallback_once(mode, next_best(mode), ok.error());
+    mode = next_best(mode);
+  }
+
+  auto core = std::make_unique<detail::RegionCore>();
+  core->base = static_cast<char*>(base);
+  core->length = length;
+  core->page_size = page;
+  core->pages = length / page;
+  core->mode = mode;
+  if (mode != TrapMode::Async) {
+    core->state = std::make_unique<std::atomic<std::uint8_t>[]>(core->pages);
+    release_all(*core, detail::kPageOff);
+  }
+  if (mode == TrapMode::Signal) {
+    if (Result<void> r = install_fault_handlers(); !r) return std::unexpected(r.error());
+    // Unmapped memory would only show at protect(): say it now, as the other modes do.
+    if (msync(base, length, MS_ASYNC) != 0) {
+      return fail(Step::BadArgument, errno, "ProtectedRegion: the range is not entirely mapped");
+    }
+  }
+  // The table first: a fault that comes the moment the range is registered finds its region.
+  if (Result<void> r = detail::add_region(core.get()); !r) return std::unexpected(r.error());
+  Result<void> registered;
+  if (mode == TrapMode::Listener) {
+    core->listener = *detail::listener_backend();  // available() opened it
+    registered = core->listener->register_range(base, length);
+  } else if (mode == TrapMode::Async) {
+    core->async = *detail::AsyncTracker::instance();
+    registered = core->async->register_range(base, length);
+  }
+  if (!registered) {
+    detail::remove_region(core.get());
+    return std::unexpected(registered.error());
+  }
+  return std::unique_ptr<ProtectedRegion>(new ProtectedRegion(std::move(core)));
+}
+
+ProtectedRegion::ProtectedRegion(std::unique_ptr<detail::RegionCore> core)
+    : m_core(std::move(core)) {}
+
+ProtectedRegion::~ProtectedRegion() {
+  detail::RegionCore& r = *m_core;
+  // Unprotected first, while the region is still in the table: a write racing the destruction
+  // faults, finds its region, waits for the page and retries on a writable page. Then out of the
+  // table (waiting out any handler or listener that holds it), then the kernel side lets go of
+  // the range: a fault message still in flight finds no region, and the listener wakes its
+  // thread, which meets a writable page (seed 000's race, here).
+  (void)unprotect();
+  detail::remove_region(&r);
+  switch (r.mode) {
+    case TrapMode::Signal:
+      break;
+    case TrapMode::Listener:
+      r.listener->unregister_range(r.base, r.length);
+      break;
+    case TrapMode::Async:
+      r.async->unregister_range(r.base, r.length);
+      break;
+  }
+}
+
+TrapMode ProtectedRegion::mode() const { return m_core->mode; }
+void* ProtectedRegion::base() const { return m_core->base; }
+std::size_t ProtectedRegion::length() const { return m_core->length; }
+std::size_t ProtectedRegion::pages() const { return m_core->pages; }
+std::size_t ProtectedRegion::page_size() const { return m_core->page_size; }
+std::uint64_t ProtectedRegion::traps() const {
+  return m_core->traps.load(std::memory_order_relaxed);
+}
+
+Result<void> ProtectedRegion::protect() {
+  detail::RegionCore& r = *m_core;
+  if (r.mode == TrapMode::Async) {
+    // Re-protecting also clears the written bits of what was written before.
+    Result<void> armed = r.async->write_protect(r.base, r.length, true);
+    r.armed = armed.has_value();
+    return armed;
+  }
+  std::shared_lock<std::shared_mutex> session;
+  if (r.mode == TrapMode::Listener) {
+    Result<std::shared_lock<std::shared_mutex>> s = detail::listener_session();
+    if (!s) return std::unexpected(s.error());
+    session = std::move(*s);
+  }
+  claim_all(r, nullptr);
+  if (Result<void> armed = set_protection(r, r.base, r.length, true); !armed) {
+    // Part of the range may be protected now: make it all writable again, and count every page
+    // as written, so nothing written meanwhile is lost.
+    (void)set_protection(r, r.base, r.length, false);
+    release_all(r, detail::kPageOff);
+    r.armed = false;
+    return armed;
+  }
+  release_all(r, detail::kPageArmed);
+  r.armed = true;
+  return {};
+}
+
+Result<void> ProtectedRegion::unprotect() {
+  detail::RegionCore& r = *m_core;
+  if (r.mode == TrapMode::Async) {
+    Result<void> off = r.async->write_protect(r.base, r.length, false);
+    if (off) r.armed = false;
+    return off;
+  }
+  std::vector<std::uint8_t> was;
+  claim_all(r, &was);
+  if (Result<void> off = set_protection(r, r.base, r.length, false); !off) {
+    for (std::size_t i = 0; i < r.pages; ++i) r.page(i).store(was[i], std::memory_order_release);
+    return off;
+  }
+  release_all(r, detail::kPageOff);
+  r.armed = false;
+  return {};
+}
+
+Result<void> ProtectedRegion::collect_dirty(std::vector<std::size_t>& pages) {
+  detail::RegionCore& r = *m_core;
+  if (!r.armed) return {};  // nothing is tracked between unprotect() and protect()
+  if (r.mode == TrapMode::Async) return r.async->collect(r.base, r.length, r.page_size, pages);
+  std::shared_lock<std::shared_mutex> session;
+  if (r.mode == TrapMode::Listener) {
+    Result<std::shared_lock<std::shared_mutex>> s = detail::listener_session();
+    if (!s) return std::unexpected(s.error());
+    session = std::move(*s);
+  }
+  // Runs of Dirty pages are claimed (Dirty -> Busy), re-protected with one call per run and
+  // reported. A write to a claimed page waits in its resolver until the run is Armed again,
+  // then faults it Dirty for the next collect.
+  // A Busy page is waited for: its fault may be resolved already and the writer running on (the
+  // listener wakes the thread when it unprotects, before it marks the page Dirty).
+  std::size_t i = 0;
+  while (i < r.pages) {
+    std::uint8_t now = r.page(i).load(std::memory_order_acquire);
+    while (now == detail::kPageBusy) now = r.page(i).load(std::memory_order_acquire);
+    if (now != detail::kPageDirty) {
+      ++i;
+      continue;
+    }
+    const std::size_t run_start = i;
+    while (i < r.pages && detail::claim_page(r.page(i), detail::kPageDirty) == detail::kPageDirty) {
+      ++i;
+    }
+    if (i == run_start) {  // lost the page to a racing change: look at it again
+      continue;
+    }
+    char* first = r.base + run_start * r.page_size;
+    const std::size_t bytes = (i - run_start) * r.page_size;
+    if (Result<void> armed = set_protection(r, first, bytes, true); !armed) {
+      for (std::size_t j = run_start; j < i; ++j) {
+        r.page(j).store(detail::kPageDirty, std::memory_order_release);
+      }
+      return armed;
+    }
+    for (std::size_t j = run_start; j < i; ++j) {
+      pages.push_back(j);
+      r.page(j).store(detail::kPageArmed, std::memory_order_release);
+    }
+  }
+  return {};
+}
+
+Result<std::vector<std::size_t>> ProtectedRegion::collect_dirty() {
+  std::vector<std::size_t> pages;
+  if (Result<void> r = collect_dirty(pages); !r) return std::unexpected(r.error());
+  return pages;
+}
+
+}  // namespace tcr

@@ -1,0 +1,87 @@
+// ProtectedRegion: page-granular dirty tracking over a range of a runtime's heap, the write
+// barrier of a generational or incremental GC. protect() arms every page; the runtime's threads
+// write as they please; collect_dirty() answers the pages written since the last collect (or
+// protect) and re-arms them. A write that races a collect is reported by that collect or the
+// next one, never lost. Three modes, one semantics:
+//  - Signal:   mprotect(PROT_READ); the first write to a page faults, the SIGSEGV handler
+//              (fault_signals.h, on the thread's alternate stack) marks it and unprotects it.
+//  - Listener: userfaultfd write-protect; the faulting thread sleeps in the kernel while the
+//              ExceptionListener thread marks the page and unprotects it (listener.h).
+//  - Async:    userfaultfd WP_ASYNC; the kernel resolves write faults itself and collect_dirty()
+//              reads-and-re-protects the written pages with one PAGEMAP_SCAN: no trap at all.
+// The default is the best the kernel allows (Async, then Listener, then Signal); when
+// userfaultfd is refused (EPERM, ENOSYS, seccomp) the region falls back and says so once in the
+// log. Thread-safety: writes from any thread; protect/unprotect/collect_dirty from one thread
+// at a time per region. The memory stays the runtime's: the region never maps or unmaps it, and
+// the runtime must not mprotect it itself or unmap it while the region exists.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "runtime/error.h"
+
+namespace tcr {
+
+enum class TrapMode : std::uint8_t { Signal, Listener, Async };
+const char* to_string(TrapMode mode);
+
+// The best mode this process can use, probed once (opening a userfaultfd, asking for its
+// features). Logged the first time.
+TrapMode best_trap_mode();
+
+struct RegionOptions {
+  // Unset: best_trap_mode().
+  std::optional<TrapMode> mode;
+  // When the mode asked for is unavailable: fall back to the next best (true; logged once per
+  // process) or fail with Step::ModeUnavailable (false: a benchmark that must run what it names).
+  bool fall_back = true;
+};
+
+namespace detail {
+struct RegionCore;
+}
+
+class ProtectedRegion {
+ public:
+  // [base, base + length) must be page-aligned, non-empty, mapped, and overlap no other region;
+  // the userfaultfd modes also need private anonymous memory. BadArgument says which rule broke.
+  // The pages are not armed yet: call protect().
+  static Result<std::unique_ptr<ProtectedRegion>> create(void* base, std::size_t length,
+                                                          RegionOptions options = {});
+  // Unarms and unregisters; threads blocked on a fault in the region resume (their fault
+  // messages may still be in flight: the listener lets them go).
+  ~ProtectedRegion();
+  ProtectedRegion(const ProtectedRegion&) = delete;
+  ProtectedRegion& operator=(const ProtectedRegion&) = delete;
+
+  TrapMode mode() const;
+  void* base() const;
+  std::size_t length() const;
+  std::size_t pages() const;
+  std::size_t page_size() const;
+
+  // Arms every page and forgets what was written before. On error the region is left unarmed
+  // (writable, untracked), as before the call.
+  Result<void> protect();
+  // Stops tracking: pages are writable without traps, and collect_dirty() reports nothing until
+  // the next protect(). Collect first to keep what was written since the last collect.
+  Result<void> unprotect();
+  // Appends to `pages` the indexes (ascending, from 0 at base()) of the pages written since the
+  // last collect or protect, and re-arms them. On error the pages not yet re-armed are reported
+  // again next time. Allocates only by growing `pages`.
+  Result<void> collect_dirty(std::vector<std::size_t>& pages);
+  Result<std::vector<std::size_t>> collect_dirty();
+
+  // Write faults taken in this region (Signal and Listener; always 0 for Async).
+  std::uint64_t traps() const;
+
+ private:
+  explicit ProtectedRegion(std::unique_ptr<detail::RegionCore> core);
+  std::unique_ptr<detail::RegionCore> m_core;
+};
+
+}  // namespace tcr

@@ -1,0 +1,121 @@
+// The process-wide table of ProtectedRegions, read by the SIGSEGV handler (Signal mode) and the
+// ExceptionListener (Listener mode) without a lock: a fixed array of atomic pointers, scanned.
+// Readers pin a region (RegionCore::users) and re-check its slot, so a region being removed is
+// either found pinned, and its removal waits for the pin to go, or not found at all.
+// Also the per-page state machine that keeps a write racing collect_dirty() from being lost.
+// Internal to exceptions/.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "exceptions/protected_region.h"
+#include "runtime/error.h"
+
+namespace tcr::detail {
+
+class ListenerBackend;
+class AsyncTracker;
+
+// Per-page state (Signal and Listener modes). Every change of a page's protection happens while
+// its state is Busy, owned by whoever CASed it there (a fault resolver, collect, protect,
+// unprotect), so protection and state never disagree once Busy is released:
+//   Armed --fault: unprotect--> Dirty --collect: re-protect--> Armed
+//   any --protect()--> Armed, any --unprotect()--> Off.
+inline constexpr std::uint8_t kPageArmed = 0;  // write-protected, not written since armed
+inline constexpr std::uint8_t kPageDirty = 1;  // written since armed: writable, reported next
+inline constexpr std::uint8_t kPageBusy = 2;   // its protection is changing
+inline constexpr std::uint8_t kPageOff = 3;    // not tracked: writable (before protect())
+
+struct RegionCore {
+  char* base = nullptr;
+  std::size_t length = 0;
+  std::size_t pages = 0;
+  std::size_t page_size = 0;
+  TrapMode mode = TrapMode::Signal;
+  std::unique_ptr<std::atomic<std::uint8_t>[]> state;  // Signal and Listener modes
+  std::atomic<std::uint32_t> users{0};   // readers that pinned it (handler, listener)
+  std::atomic<std::uint64_t> traps{0};
+  bool armed = false;  // between protect() and unprotect(); the region's owner reads and writes it
+  ListenerBackend* listener = nullptr;   // Listener mode
+  AsyncTracker* async = nullptr;         // Async mode
+
+  bool contains(const void* address) const {
+    const char* a = static_cast<const char*>(address);
+    return a >= base && a < base + length;
+  }
+  std::size_t page_of(const void* address) const {
+    return static_cast<std::size_t>(static_cast<const char*>(address) - base) / page_size;
+  }
+  std::atomic<std::uint8_t>& page(std::size_t i) { return state[i]; }
+};
+
+// A pinned region, or none. Async-signal-safe to construct and destroy.
+class PinnedRegion {
+ public:
+  explicit PinnedRegion(const void* address);
+  ~PinnedRegion();
+  PinnedRegion(const PinnedRegion&) = delete;
+  PinnedRegion& operator=(const PinnedRegion&) = delete;
+  RegionCore* operator->() const { return m_region; }
+  explicit operator bool() const { return m_region != nullptr; }
+  RegionCore* get() const { return m_region; }
+
+ private:
+  RegionCore* m_region = nullptr;
+};
+
+inline constexpr std::size_t kMaxRegions = 256;
+
+// BadArgument if it overlaps a registered region or the table is full.
+Result<void> add_region(RegionCore* region);
+// Removes it and waits until no reader holds it pinned.
+void remove_region(RegionCore* region);
+// Calls fn(region) for each registered region, pinned (not from a signal handler).
+template <class F>
+void for_each_region(F&& fn);
+RegionCore* region_slot(std::size_t i);
+
+template <class F>
+void for_each_region(F&& fn) {
+  for (std::size_t i = 0; i < kMaxRegions; ++i) {
+    RegionCore* r = region_slot(i);
+    if (r == nullptr) continue;
+    PinnedRegion pinned(r->base);
+    if (pinned && pinned.get() == r) fn(*r);
+  }
+}
+
+// Spins while a page is Busy; CASes it from `from` to Busy. Returns the state it found when that
+// was not `from` (no change made), or `from` when it now owns the page.
+std::uint8_t claim_page(std::atomic<std::uint8_t>& page, std::uint8_t from);
+
+// The fault resolution both trapping modes share: an Armed page becomes Dirty after `unprotect`
+// made it writable. The trap is counted (on the region, and by `count(+1)` on the thread) before
+// the page is unprotected, because unprotecting lets the writer go on (Listener: it wakes it),
+// and a writer must find its own trap counted. Returns true when the page is writable now (this
+// call or a racing one made it so, or it is not tracked); false only if unprotect failed (the
+// page stays Armed and the counts are taken back).
+template <class Unprotect, class Count>
+bool resolve_write_fault(RegionCore& r, std::size_t index, Unprotect&& unprotect, Count&& count,
+                         bool* counted) {
+  *counted = false;
+  std::atomic<std::uint8_t>& page = r.page(index);
+  const std::uint8_t found = claim_page(page, kPageArmed);
+  if (found != kPageArmed) return true;  // Dirty or Off: already writable (a stale fault)
+  r.traps.fetch_add(1, std::memory_order_relaxed);
+  count(1);
+  if (!unprotect(r.base + index * r.page_size, r.page_size)) {
+    r.traps.fetch_sub(1, std::memory_order_relaxed);
+    count(-1);
+    page.store(kPageArmed, std::memory_order_release);
+    return false;
+  }
+  *counted = true;
+  page.store(kPageDirty, std::memory_order_release);
+  return true;
+}
+
+}  // namespace tcr::detail

@@ -1,0 +1,31 @@
+#include "exceptions/stack_guard.h"
+
+#include <cstdint>
+
+#include "exceptions/tcr_access.h"
+#include "runtime/machine_context.h"
+
+namespace tcr::detail {
+namespace {
+
+// A frame larger than the guard page can skip it: a fault below the guard still counts when the
+// thread's stack pointer is below its stack, up to this far.
+constexpr std::uintptr_t kFarBelow = std::uintptr_t{1} << 20;
+
+}  // namespace
+
+void escape_if_stack_overflow(void* fault_address, void* ucontext) {
+  Tcr* t = Tcr::current();
+  if (t == nullptr || !ExceptionsAccess::has_own_stack(*t)) return;
+  bool overflow = ExceptionsAccess::in_guard(*t, fault_address);
+  if (!overflow) {
+    RegisterSet regs;
+    machine::capture_from_ucontext(ucontext, regs);
+    const auto low = reinterpret_cast<std::uintptr_t>(ExceptionsAccess::stack_low(*t));
+    const auto addr = reinterpret_cast<std::uintptr_t>(fault_address);
+    overflow = regs.sp < low && regs.sp + kFarBelow >= low && addr < low && addr + kFarBelow >= low;
+  }
+  if (overflow) ExceptionsAccess::escape_overflow(*t, fault_address);
+}
+
+}  // namespace tcr::detail

@@ -26,6 +26,11 @@ std::string_view to_string(Step step) {
     case Step::MachGetRefs: return "mach_port_get_refs";
     case Step::MachModRefs: return "mach_port_mod_refs";
     case Step::MachDeallocate: return "mach_port_deallocate";
+    case Step::MachAllocate: return "mach_port_allocate";
+    case Step::MachInsertRight: return "mach_port_insert_right";
+    case Step::MachMoveMember: return "mach_port_move_member";
+    case Step::MachExceptionPorts: return "thread_swap_exception_ports";
+    case Step::MachMsg: return "mach_msg";
     case Step::MachPortNames: return "mach_port_names";
     case Step::BadArgument: return "bad argument";
     case Step::ManagerShutDown: return "thread manager is shut down";

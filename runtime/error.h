@@ -35,6 +35,11 @@ enum class Step : std::uint8_t {
   MachGetRefs,
   MachModRefs,
   MachDeallocate,
+  MachAllocate,        // mach_port_allocate: a receive right or a port set
+  MachInsertRight,     // mach_port_insert_right (MAKE_SEND)
+  MachMoveMember,      // mach_port_move_member: a thread's exception port into the listener's set
+  MachExceptionPorts,  // thread_swap_exception_ports / thread_set_exception_ports
+  MachMsg,             // mach_msg: the listener's receive, or a reply to an exception message
   MachPortNames,
   // Rules of the API: code is 0 unless stated.
   BadArgument,       // a caller passed something unusable; the message says what

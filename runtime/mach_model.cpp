@@ -510,8 +510,21 @@ PortName MachModel::allocate_receive() {
   std::lock_guard lock(m_mutex);
   const PortId port = new_port();
   const PortName name = allocate_entry(Type::Receive, 0, port);
+  if (name == kPortNull) {
+    m_ports.erase(port);  // no name, so no right: the port would be unreachable
+    return kPortNull;
+  }
   m_ports.at(port).name = name;
   return name;
+}
+
+// mach_port_allocate -> ipc_port_alloc -> ipc_entry_alloc, which answers KERN_NO_SPACE when the
+// space's table cannot grow.
+KernReturn MachModel::allocate_receive(PortName* name) {
+  const PortName allocated = allocate_receive();
+  if (allocated == kPortNull) return kNoSpace;
+  *name = allocated;
+  return kSuccess;
 }
 
 // ipc_right_copyin(MACH_MSG_TYPE_MAKE_SEND) needs the receive right (else KERN_INVALID_RIGHT);

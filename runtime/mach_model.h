@@ -20,12 +20,6 @@ namespace tcr::mach {
 enum class ThreadId : std::uint64_t {};
 inline constexpr ThreadId kNoThread{0};  // no model issues it; its port is kPortNull
 
-// The names an exception message's port rights were copied out to (kPortNull when it carried none).
-struct ExceptionRights {
-  PortName thread = kPortNull;
-  PortName task = kPortNull;
-};
-
 // Where a rule comes from is cited next to the code in mach_model.cpp. The short version:
 //  * A name denotes at most one entry; an entry holds send, receive, send+receive, send-once or a
 //    dead name. Send and dead-name rights carry user references (urefs); receive and send-once
@@ -89,10 +83,12 @@ class MachModel final : public PortSpace {
   ExceptionRights deliver_exception_message(ThreadId thread, bool carries_identity);
 
   // --- Ports of our own, for the rules that involve receive and send-once rights ---
-  // mach_port_allocate(MACH_PORT_RIGHT_RECEIVE).
+  // mach_port_allocate(MACH_PORT_RIGHT_RECEIVE): the new name, kPortNull when the table is full.
   PortName allocate_receive();
+  // The same as PortSpace answers it: KERN_NO_SPACE when the table is full.
+  KernReturn allocate_receive(PortName* name) override;
   // mach_port_insert_right(name, name, MACH_MSG_TYPE_MAKE_SEND): the name then holds send+receive.
-  KernReturn insert_send_right(PortName receive_name);
+  KernReturn insert_send_right(PortName receive_name) override;
   // A send-once right made from our receive right and copied out: always a fresh name.
   PortName make_send_once(PortName receive_name);
 

@@ -19,13 +19,16 @@ using KernReturn = int;           // kern_return_t
 
 // Values of <mach/kern_return.h>.
 inline constexpr KernReturn kSuccess = 0;
+inline constexpr KernReturn kNoSpace = 3;
 inline constexpr KernReturn kInvalidArgument = 4;
+inline constexpr KernReturn kFailure = 5;
 inline constexpr KernReturn kResourceShortage = 6;
 inline constexpr KernReturn kInvalidName = 15;
 inline constexpr KernReturn kInvalidTask = 16;
 inline constexpr KernReturn kInvalidRight = 17;
 inline constexpr KernReturn kInvalidValue = 18;
 inline constexpr KernReturn kUrefsOverflow = 19;
+inline constexpr KernReturn kNotSupported = 46;
 
 inline constexpr PortName kPortNull = 0;            // MACH_PORT_NULL
 inline constexpr PortName kPortDead = ~PortName{0};  // MACH_PORT_DEAD
@@ -36,6 +39,14 @@ inline constexpr Urefs kUrefsMax = 0xffff;
 
 // MACH_PORT_RIGHT_* values from <mach/port.h>.
 enum class Right : std::uint32_t { Send = 0, Receive = 1, SendOnce = 2, PortSet = 3, DeadName = 4 };
+
+// The names an exception message's port rights were copied out to (kPortNull when it carried none,
+// kPortDead when the port died while the message was in flight). The receiver owns one send uref
+// on each and must release it (exceptions/mach_exception_rights.h).
+struct ExceptionRights {
+  PortName thread = kPortNull;
+  PortName task = kPortNull;
+};
 
 // The few IPC-space operations tcr needs, with Mach's signatures and error codes.
 class PortSpace {
@@ -52,6 +63,20 @@ class PortSpace {
   // pthread_mach_thread_np(pthread_self()): the calling thread's port as libpthread caches it.
   // Adds no user reference (unlike mach_thread_self()).
   virtual PortName current_thread_port() = 0;
+
+  // Making ports of our own (an exception port per thread). Not pure: a space that only counts
+  // (a ledger's test double) has no use for them, and answers KERN_NOT_SUPPORTED.
+  // mach_port_allocate(mach_task_self(), MACH_PORT_RIGHT_RECEIVE, name)
+  virtual KernReturn allocate_receive(PortName* name) {
+    (void)name;
+    return kNotSupported;
+  }
+  // mach_port_insert_right(mach_task_self(), name, name, MACH_MSG_TYPE_MAKE_SEND): one more send
+  // uref on the name that holds the receive right.
+  virtual KernReturn insert_send_right(PortName name) {
+    (void)name;
+    return kNotSupported;
+  }
 };
 
 // The number of send-right user references the space holds for `name`; 0 (not an error) when

@@ -19,6 +19,8 @@ class XnuPortSpace final : public PortSpace {
   KernReturn names_count(std::size_t* count) override;
   // pthread_mach_thread_np(pthread_self()): libpthread's cached name, no uref added.
   PortName current_thread_port() override;
+  KernReturn allocate_receive(PortName* name) override;
+  KernReturn insert_send_right(PortName name) override;
 };
 
 }  // namespace tcr::mach

@@ -1,0 +1,625 @@
+// The Darwin side of ExceptionListener: a Mach exception port per thread, gathered in one port set.
+// Compiled only on Apple, and written where it could not be compiled (Linux): the port-right
+// accounting and the message layout it relies on live in mach_exception_rights.{h,cpp}, which are
+// portable and tested on MachModel (tests/mach_exception_test.cpp); the static_asserts below tie
+// that code's numbers to the SDK's. Mach calls used, as <mach/*.h> declares them:
+//   mach_port_allocate(task, MACH_PORT_RIGHT_PORT_SET, &name), mach_port_move_member(task,
+//   member, set), mach_port_mod_refs(task, set, MACH_PORT_RIGHT_PORT_SET, -1),
+//   thread_swap_exception_ports(thread, mask, port, behavior, flavor, masks, &count, ports,
+//   behaviors, flavors), thread_set_exception_ports(thread, mask, port, behavior, flavor),
+//   mach_msg(header, options, send_size, rcv_size, rcv_name, timeout, notify),
+//   mach_msg_destroy(header).
+//
+// Why per thread, and why EXCEPTION_STATE: the port a message arrives on names the faulting
+// thread, so the message need not carry the thread's identity; EXCEPTION_STATE carries no port
+// rights at all, so there is nothing to release, and nothing that seed 001's leak could grow from.
+// Were EXCEPTION_STATE_IDENTITY used (kBehavior below), its thread and task rights are released
+// after the reply by mach::release_exception_rights, the code the tests run.
+#include <mach/mach.h>
+#include <mach/mach_error.h>
+#include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "exceptions/listener_backend.h"
+#include "exceptions/mach_exception_rights.h"
+#include "runtime/error.h"
+#include "runtime/log.h"
+#include "runtime/os.h"
+#include "runtime/xnu_port_space.h"
+#include "threads/tcr.h"
+#include "threads/thread_extensions.h"
+
+namespace tcr::detail {
+namespace {
+
+using mach::PortName;
+
+constexpr exception_mask_t kMask = EXC_MASK_BAD_ACCESS;
+constexpr mach::ExceptionBehavior kBehavior = mach::ExceptionBehavior::State;
+#if defined(__x86_64__)
+constexpr thread_state_flavor_t kFlavor = x86_THREAD_STATE64;
+#elif defined(__arm64__)
+constexpr thread_state_flavor_t kFlavor = ARM_THREAD_STATE64;
+#else
+#error "tcr's Darwin listener knows x86_64 and arm64"
+#endif
+// request_stop's message to the wake port; any id outside mach_exc's range would do.
+constexpr mach_msg_id_t kWakeId = 0x74637200;  // 'tcr\0'
+
+// The layout MIG generates from <mach/mach_exc.defs> (the SDK ships the .defs, not the header),
+// mirrored to check mach_exception_rights.cpp's offsets against the SDK's types.
+#pragma pack(push, 4)
+struct RaiseStateRequest {
+  mach_msg_header_t Head;
+  NDR_record_t NDR;
+  exception_type_t exception;
+  mach_msg_type_number_t codeCnt;
+  int64_t code[2];
+  int flavor;
+  mach_msg_type_number_t old_stateCnt;
+  natural_t old_state[THREAD_STATE_MAX];
+};
+struct RaiseStateIdentityRequest {
+  mach_msg_header_t Head;
+  mach_msg_body_t msgh_body;
+  mach_msg_port_descriptor_t thread;
+  mach_msg_port_descriptor_t task;
+  NDR_record_t NDR;
+  exception_type_t exception;
+  mach_msg_type_number_t codeCnt;
+  int64_t code[2];
+  int flavor;
+  mach_msg_type_number_t old_stateCnt;
+  natural_t old_state[THREAD_STATE_MAX];
+};
+struct RaiseStateReply {
+  mach_msg_header_t Head;
+  NDR_record_t NDR;
+  kern_return_t RetCode;
+  int flavor;
+  mach_msg_type_number_t new_stateCnt;
+  natural_t new_state[THREAD_STATE_MAX];
+};
+#pragma pack(pop)
+
+static_assert(sizeof(mach_msg_header_t) == 24);
+static_assert(sizeof(NDR_record_t) == 8);
+static_assert(sizeof(mach_msg_port_descriptor_t) == 12);
+static_assert(sizeof(mig_reply_error_t) == 36);
+static_assert(offsetof(RaiseStateRequest, NDR) == 24);
+static_assert(offsetof(RaiseStateRequest, code) == 40);
+static_assert(offsetof(RaiseStateRequest, flavor) == 56);
+static_assert(offsetof(RaiseStateRequest, old_state) == 64);
+static_assert(offsetof(RaiseStateIdentityRequest, thread) == 28);
+static_assert(offsetof(RaiseStateIdentityRequest, task) == 40);
+static_assert(offsetof(RaiseStateIdentityRequest, NDR) == 52);
+static_assert(offsetof(RaiseStateIdentityRequest, code) == 68);
+static_assert(offsetof(RaiseStateIdentityRequest, flavor) == 84);
+static_assert(offsetof(RaiseStateIdentityRequest, old_state) == 92);
+static_assert(offsetof(RaiseStateReply, RetCode) == 32);
+static_assert(offsetof(RaiseStateReply, new_state) == 44);
+static_assert(THREAD_STATE_MAX <= mach::kThreadStateMax);
+static_assert(sizeof(RaiseStateIdentityRequest) <= mach::kMaxRequestSize);
+static_assert(sizeof(RaiseStateReply) <= mach::kMaxReplySize);
+static_assert(mach::kExceptionState == EXCEPTION_STATE);
+static_assert(mach::kExceptionStateIdentity == EXCEPTION_STATE_IDENTITY);
+static_assert(mach::kMachExceptionCodes == MACH_EXCEPTION_CODES);
+static_assert(mach::kExcBadAccess == EXC_BAD_ACCESS);
+static_assert(mach::kMigBadArguments == MIG_BAD_ARGUMENTS);
+static_assert(mach::kFailure == KERN_FAILURE);
+static_assert(MACH_MSG_TYPE_PORT_SEND_ONCE == 18 && MACH_MSG_TYPE_PORT_SEND == 17);
+
+struct Range {
+  std::uintptr_t low = 0;
+  std::uintptr_t high = 0;  // exclusive; low == high: empty
+  bool contains(std::uintptr_t a) const { return a >= low && a < high; }
+  bool within(const Range& outer) const { return low >= outer.low && high <= outer.high; }
+};
+
+Range range_of(void* base, std::size_t length) {
+  const auto low = reinterpret_cast<std::uintptr_t>(base);
+  return {low, low + length};
+}
+
+// What thread_swap_exception_ports handed back: the handlers the thread had before ours, to put
+// back when it detaches. Each port is a send right copied out into our space: released once,
+// after it has been given back to the kernel (thread_set_exception_ports copies its own).
+struct SavedHandlers {
+  mach_msg_type_number_t count = EXC_TYPES_COUNT;
+  exception_mask_t masks[EXC_TYPES_COUNT] = {};
+  mach_port_t ports[EXC_TYPES_COUNT] = {};
+  exception_behavior_t behaviors[EXC_TYPES_COUNT] = {};
+  thread_state_flavor_t flavors[EXC_TYPES_COUNT] = {};
+};
+
+struct ThreadPort {
+  Tcr* tcr = nullptr;
+  PortName port = MACH_PORT_NULL;       // ours: receive right + one send uref, in the port set
+  mach_port_t thread = MACH_PORT_NULL;  // libpthread's name for the thread; we own no uref
+  SavedHandlers saved;
+};
+
+// A received message not answered yet. Its reply right is ours until the reply consumes it; the
+// faulting thread stays blocked in the kernel until then. Once receive() has reported it, the
+// listener owes it a resume().
+struct Pending {
+  mach::ExceptionRequest request;
+  FaultMessage fault;  // what receive() reports; fault.token is this entry's key
+};
+
+class DarwinListener final : public ListenerBackend {
+ public:
+  DarwinListener() = default;
+  ~DarwinListener() override;
+  // On failure the destructor releases whatever was made.
+  Result<void> start();
+
+  Result<void> register_range(void* base, std::size_t length) override;
+  void unregister_range(void* base, std::size_t length) override;
+  Result<void> write_protect(void* base, std::size_t length, bool on) override;
+  Result<std::size_t> receive(FaultMessage* out, std::size_t max, bool* stopped) override;
+  void resume(const FaultMessage& message, FaultOutcome outcome) override;
+  void request_stop() override;
+
+  // The thread extension, on the thread itself, under g_mutex.
+  Result<void> add_thread(Tcr& self);
+  void remove_thread(Tcr& self);
+
+ private:
+  static constexpr mach_msg_size_t kBufferSize =
+      mach::kMaxRequestSize + sizeof(mach_msg_max_trailer_t);
+
+  bool admit(std::span<std::byte> message);
+  std::size_t report(FaultMessage* out, std::size_t room);
+  bool drain_queued();
+  void release_blocked_in(const Range& range);
+  std::vector<Pending> take_pending(const Range& range);
+  void reply(mach::ExceptionRequest& request, kern_return_t result);
+  void send_wake();
+  void restore_handlers(ThreadPort& t);
+
+  mach::XnuPortSpace m_space;
+  mach_port_t m_port_set = MACH_PORT_NULL;
+  PortName m_wake = MACH_PORT_NULL;  // receive right in the set + the send uref send_wake uses
+  std::atomic<bool> m_stop{false};
+
+  std::mutex m_mutex;  // guards everything below
+  std::unordered_map<Tcr*, ThreadPort> m_threads;
+  std::unordered_map<PortName, Tcr*> m_by_port;
+  std::vector<Range> m_ranges;
+  std::unordered_map<std::uint64_t, Pending> m_pending;
+  std::deque<std::uint64_t> m_unreported;  // tokens in arrival order; answered ones are skipped
+  std::uint64_t m_next_token = 0;
+
+  // The listener thread's receive buffer.
+  alignas(8) std::byte m_buffer[kBufferSize];
+};
+
+// A thread has one EXC_BAD_ACCESS port, so one listener at a time; the thread extension reaches
+// it here. Order: g_mutex, then the listener's m_mutex.
+std::mutex g_mutex;
+DarwinListener* g_listener = nullptr;
+
+void log_kr(const char* what, kern_return_t kr) {
+  log::warn("exception listener: {}: {} ({:#x})", what, mach_error_string(kr),
+            static_cast<unsigned>(kr));
+}
+
+void log_error(const Error& e) { log::warn("exception listener: {}", e.message()); }
+
+Result<void> attach_thread(Tcr& self) {
+  std::lock_guard lock(g_mutex);
+  if (g_listener == nullptr) return {};
+  return g_listener->add_thread(self);
+}
+
+void detach_thread(Tcr& self) {
+  std::lock_guard lock(g_mutex);
+  if (g_listener != nullptr) g_listener->remove_thread(self);
+}
+
+Result<void> register_extension_once() {
+  static const Result<void> registered =
+      register_thread_extension({"mach exception port", &attach_thread, &detach_thread});
+  return registered;
+}
+
+// --- Opening and closing ---
+
+Result<void> DarwinListener::start() {
+  mach_port_name_t set = MACH_PORT_NULL;
+  if (kern_return_t kr = mach_port_allocate(mach_task_self(), MACH_PORT_RIGHT_PORT_SET, &set);
+      kr != KERN_SUCCESS) {
+    return fail(Step::MachAllocate, kr, "the exception listener's port set");
+  }
+  m_port_set = set;
+  Result<PortName> wake = mach::create_exception_port(m_space);
+  if (!wake) return std::unexpected(wake.error());
+  m_wake = *wake;
+  if (kern_return_t kr = mach_port_move_member(mach_task_self(), m_wake, m_port_set);
+      kr != KERN_SUCCESS) {
+    return fail(Step::MachMoveMember, kr, "the listener's wake port");
+  }
+  return {};
+}
+
+// Threads first: their handlers go back (under g_mutex, so none of them can exit meanwhile and
+// leave us a stale thread name). Then every message gets its answer, queued ones included, since
+// no thread must stay blocked on a port nobody reads; only then are the ports destroyed. The
+// answer is KERN_FAILURE, as for a Foreign fault: the kernel passes the exception on to the
+// signal path, whose handlers know whether the page is ours and writable by now.
+// The listener thread must be gone: its receive buffer is in use here.
+DarwinListener::~DarwinListener() {
+  std::unordered_map<Tcr*, ThreadPort> threads;
+  {
+    std::lock_guard global(g_mutex);
+    if (g_listener == this) g_listener = nullptr;
+    {
+      std::lock_guard lock(m_mutex);
+      threads.swap(m_threads);
+      m_by_port.clear();  // so drain_queued answers each message at once
+    }
+    for (auto& [tcr, t] : threads) restore_handlers(t);
+  }
+  if (m_port_set != MACH_PORT_NULL) (void)drain_queued();
+  for (Pending& p : take_pending(Range{0, UINTPTR_MAX})) reply(p.request, KERN_FAILURE);
+  for (auto& [tcr, t] : threads) {
+    if (Result<void> r = mach::destroy_exception_port(m_space, t.port); !r) log_error(r.error());
+  }
+  if (m_wake != MACH_PORT_NULL) {
+    if (Result<void> r = mach::destroy_exception_port(m_space, m_wake); !r) log_error(r.error());
+  }
+  if (m_port_set != MACH_PORT_NULL) {
+    if (kern_return_t kr =
+            mach_port_mod_refs(mach_task_self(), m_port_set, MACH_PORT_RIGHT_PORT_SET, -1);
+        kr != KERN_SUCCESS) {
+      log_kr("destroying the port set", kr);
+    }
+  }
+}
+
+// --- Threads ---
+
+Result<void> DarwinListener::add_thread(Tcr& self) {
+  Result<PortName> port = mach::create_exception_port(m_space);
+  if (!port) return std::unexpected(port.error());
+  auto undo = [&] {
+    if (Result<void> r = mach::destroy_exception_port(m_space, *port); !r) log_error(r.error());
+  };
+  if (kern_return_t kr = mach_port_move_member(mach_task_self(), *port, m_port_set);
+      kr != KERN_SUCCESS) {
+    undo();
+    return fail(Step::MachMoveMember, kr, "a thread's exception port");
+  }
+  ThreadPort t;
+  t.tcr = &self;
+  t.port = *port;
+  // libpthread's cached name: no uref to release (mach_thread_self() would add one).
+  t.thread = pthread_mach_thread_np(pthread_self());
+  // The kernel copies a send right of its own; ours stays on the port's name until destroy.
+  if (kern_return_t kr = thread_swap_exception_ports(
+          t.thread, kMask, t.port,
+          static_cast<exception_behavior_t>(mach::behavior_value(kBehavior)), kFlavor,
+          t.saved.masks, &t.saved.count, t.saved.ports, t.saved.behaviors, t.saved.flavors);
+      kr != KERN_SUCCESS) {
+    undo();
+    return fail(Step::MachExceptionPorts, kr, "setting a thread's EXC_BAD_ACCESS port");
+  }
+  std::lock_guard lock(m_mutex);
+  m_by_port.emplace(t.port, &self);
+  m_threads.emplace(&self, std::move(t));
+  return {};
+}
+
+// The thread is running this, so no message of its own can be pending or queued.
+void DarwinListener::remove_thread(Tcr& self) {
+  ThreadPort t;
+  {
+    std::lock_guard lock(m_mutex);
+    auto it = m_threads.find(&self);
+    if (it == m_threads.end()) return;  // attached before this listener opened
+    t = std::move(it->second);
+    m_threads.erase(it);
+    m_by_port.erase(t.port);
+  }
+  restore_handlers(t);
+  if (Result<void> r = mach::destroy_exception_port(m_space, t.port); !r) log_error(r.error());
+}
+
+void DarwinListener::restore_handlers(ThreadPort& t) {
+  if (t.saved.count == 0) {
+    if (kern_return_t kr = thread_set_exception_ports(t.thread, kMask, MACH_PORT_NULL,
+                                                      EXCEPTION_DEFAULT, THREAD_STATE_NONE);
+        kr != KERN_SUCCESS) {
+      log_kr("clearing a thread's EXC_BAD_ACCESS port", kr);
+    }
+    return;
+  }
+  for (mach_msg_type_number_t i = 0; i < t.saved.count; ++i) {
+    if (kern_return_t kr = thread_set_exception_ports(t.thread, t.saved.masks[i], t.saved.ports[i],
+                                                      t.saved.behaviors[i], t.saved.flavors[i]);
+        kr != KERN_SUCCESS) {
+      log_kr("restoring a thread's exception handler", kr);
+    }
+  }
+  for (mach_msg_type_number_t i = 0; i < t.saved.count; ++i) {
+    if (mach::KernReturn kr = m_space.deallocate(t.saved.ports[i]); kr != KERN_SUCCESS) {
+      log_kr("releasing a saved exception handler's send right", kr);
+    }
+    t.saved.ports[i] = MACH_PORT_NULL;
+  }
+  t.saved.count = 0;
+}
+
+// --- Ranges ---
+
+Result<void> DarwinListener::register_range(void* base, std::size_t length) {
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const Range r = range_of(base, length);
+  if (length == 0 || r.low % page != 0 || length % page != 0) {
+    return fail(Step::BadArgument, 0, "register_range: the range must be whole pages");
+  }
+  std::lock_guard lock(m_mutex);
+  m_ranges.push_back(r);
+  return {};
+}
+
+// Writable first, then out of the table: a message received in between still finds its range
+// (a Stale fault for the listener); one received after is Foreign, and its KERN_FAILURE reply
+// sends it to the signal path, which finds the page writable and lets the thread retry.
+void DarwinListener::unregister_range(void* base, std::size_t length) {
+  const Range r = range_of(base, length);
+  if (Result<void> made = os::region_mprotect(base, length, PROT_READ | PROT_WRITE); !made) {
+    log_error(made.error());
+  }
+  {
+    std::lock_guard lock(m_mutex);
+    std::erase_if(m_ranges, [&](const Range& registered) { return registered.within(r); });
+  }
+  release_blocked_in(r);
+}
+
+Result<void> DarwinListener::write_protect(void* base, std::size_t length, bool on) {
+  const Range r = range_of(base, length);
+  {
+    std::lock_guard lock(m_mutex);
+    const bool registered = std::any_of(m_ranges.begin(), m_ranges.end(),
+                                        [&](const Range& outer) { return r.within(outer); });
+    if (!registered) {
+      return fail(Step::BadArgument, 0, "write_protect: the range is not registered");
+    }
+  }
+  if (Result<void> made =
+          os::region_mprotect(base, length, on ? PROT_READ : PROT_READ | PROT_WRITE);
+      !made) {
+    return made;
+  }
+  if (!on) release_blocked_in(r);
+  return {};
+}
+
+// Once the range's pages are writable, every thread blocked on one of them goes: those whose
+// message the listener holds, and those whose message is still queued, which on Darwin would
+// otherwise wait for a listener that may be stopped (on Linux unprotecting wakes them by
+// itself). Draining the queues takes other threads' messages too: they wait in m_pending for
+// receive(), which is woken to report them.
+void DarwinListener::release_blocked_in(const Range& range) {
+  const bool wake_receiver = drain_queued();
+  for (Pending& p : take_pending(range)) reply(p.request, KERN_SUCCESS);
+  if (wake_receiver) send_wake();
+}
+
+std::vector<Pending> DarwinListener::take_pending(const Range& range) {
+  std::vector<Pending> taken;
+  std::lock_guard lock(m_mutex);
+  for (auto it = m_pending.begin(); it != m_pending.end();) {
+    if (range.contains(reinterpret_cast<std::uintptr_t>(it->second.fault.address))) {
+      taken.push_back(std::move(it->second));
+      it = m_pending.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return taken;
+}
+
+// --- Messages ---
+
+Result<std::size_t> DarwinListener::receive(FaultMessage* out, std::size_t max, bool* stopped) {
+  *stopped = false;
+  auto* header = reinterpret_cast<mach_msg_header_t*>(m_buffer);
+  std::size_t n = 0;
+  for (;;) {
+    n += report(out + n, max - n);
+    if (n == max) return n;
+    // A stop is taken once, so the same backend serves the listener when it starts again;
+    // messages already taken are returned first (their replies are owed), the stop next time.
+    if (m_stop.load(std::memory_order_acquire)) {
+      if (n > 0) return n;
+      m_stop.store(false, std::memory_order_relaxed);
+      *stopped = true;
+      return 0;
+    }
+    // Block for the first message only; then take what is already queued.
+    const bool block = n == 0;
+    const mach_msg_return_t mr =
+        mach_msg(header, MACH_RCV_MSG | (block ? 0 : MACH_RCV_TIMEOUT), 0, kBufferSize, m_port_set,
+                 block ? MACH_MSG_TIMEOUT_NONE : 0, MACH_PORT_NULL);
+    if (mr == MACH_RCV_TIMED_OUT) return n;
+    // Too large: without MACH_RCV_LARGE the kernel has destroyed it (no exception message is).
+    if (mr == MACH_RCV_INTERRUPTED || mr == MACH_RCV_TOO_LARGE) continue;
+    if (mr != MACH_MSG_SUCCESS) {
+      if (n > 0) return n;
+      return fail(Step::MachMsg, mr, "receiving on the exception listener's port set");
+    }
+    if (header->msgh_local_port == m_wake) {
+      // No rights in it. The loop's top sees a stop, or messages another thread drained; a wake
+      // left over from a stop already taken finds neither, and receiving goes on.
+      mach_msg_destroy(header);
+      continue;
+    }
+    (void)admit(m_buffer);
+  }
+}
+
+// Hands out messages admitted but not reported yet, oldest first.
+std::size_t DarwinListener::report(FaultMessage* out, std::size_t room) {
+  std::lock_guard lock(m_mutex);
+  std::size_t k = 0;
+  while (k < room && !m_unreported.empty()) {
+    const std::uint64_t token = m_unreported.front();
+    m_unreported.pop_front();
+    auto it = m_pending.find(token);
+    if (it == m_pending.end()) continue;  // answered meanwhile (its range became writable)
+    out[k++] = it->second.fault;
+  }
+  return k;
+}
+
+// Any thread: takes every message queued on the port set now, without blocking, into m_pending.
+// Answers true when receive() has something to see: messages for it, or a wake taken from it.
+bool DarwinListener::drain_queued() {
+  alignas(8) std::byte buffer[kBufferSize];
+  auto* header = reinterpret_cast<mach_msg_header_t*>(buffer);
+  bool wake_receiver = false;
+  for (;;) {
+    const mach_msg_return_t mr = mach_msg(header, MACH_RCV_MSG | MACH_RCV_TIMEOUT, 0, kBufferSize,
+                                          m_port_set, 0, MACH_PORT_NULL);
+    if (mr == MACH_RCV_INTERRUPTED || mr == MACH_RCV_TOO_LARGE) continue;
+    if (mr != MACH_MSG_SUCCESS) return wake_receiver;  // MACH_RCV_TIMED_OUT: queues empty
+    if (header->msgh_local_port == m_wake) {
+      mach_msg_destroy(header);
+      wake_receiver = true;  // it was meant for receive(): send_wake() puts one back
+      continue;
+    }
+    if (admit(buffer)) wake_receiver = true;
+  }
+}
+
+// A received message joins m_pending (receive() reports it; the listener owes it a resume) when
+// it is a bad access on a thread of ours; anything else is answered here and now.
+bool DarwinListener::admit(std::span<std::byte> message) {
+  Result<mach::ExceptionRequest> request = mach::parse_exception_request(message);
+  if (!request) {
+    log_error(request.error());
+    // Releases its reply right and any port it carried.
+    mach_msg_destroy(reinterpret_cast<mach_msg_header_t*>(message.data()));
+    return false;
+  }
+  std::unique_lock lock(m_mutex);
+  auto it = m_by_port.find(request->port);
+  if (it == m_by_port.end() || request->exception != EXC_BAD_ACCESS || request->code_count != 2) {
+    lock.unlock();
+    reply(*request, KERN_FAILURE);
+    return false;
+  }
+  Tcr* tcr = it->second;
+  Pending p;
+  p.fault.address = reinterpret_cast<void*>(static_cast<std::uintptr_t>(request->code[1]));
+  p.fault.tid = tcr->tid();
+  p.fault.tcr = tcr;
+  p.fault.token = ++m_next_token;
+  p.request = std::move(*request);
+  m_unreported.push_back(p.fault.token);
+  m_pending.emplace(p.fault.token, std::move(p));
+  return true;
+}
+
+// Resolved and Stale: the page is writable, the thread retries its write. Foreign: not ours, the
+// kernel passes the exception on.
+void DarwinListener::resume(const FaultMessage& message, FaultOutcome outcome) {
+  std::optional<Pending> p;
+  {
+    std::lock_guard lock(m_mutex);
+    auto it = m_pending.find(message.token);
+    if (it == m_pending.end()) return;  // answered already: its range became writable
+    p = std::move(it->second);
+    m_pending.erase(it);
+  }
+  reply(p->request, outcome == FaultOutcome::Foreign ? KERN_FAILURE : KERN_SUCCESS);
+}
+
+// Sends the reply, which moves the kernel's send-once reply right back, and then, the message
+// being handled, releases the rights it carried (none for EXCEPTION_STATE).
+void DarwinListener::reply(mach::ExceptionRequest& request, kern_return_t result) {
+  alignas(8) std::byte buffer[mach::kMaxReplySize];
+  const std::size_t size = mach::encode_exception_reply(request, result, buffer);
+  auto* header = reinterpret_cast<mach_msg_header_t*>(buffer);
+  const mach_msg_return_t mr = mach_msg(header, MACH_SEND_MSG, static_cast<mach_msg_size_t>(size),
+                                        0, MACH_PORT_NULL, MACH_MSG_TIMEOUT_NONE, MACH_PORT_NULL);
+  if (mr != MACH_MSG_SUCCESS) {
+    log_kr("replying to an exception message", mr);
+    // A send that fails at its destination leaves the reply right with us: when the faulting
+    // thread was terminated meanwhile, it is a dead name now. Release it then, and only then (a
+    // live right under that name would be someone else's).
+    mach::Urefs dead = 0;
+    if (m_space.get_refs(request.reply_port, mach::Right::DeadName, &dead) == KERN_SUCCESS &&
+        dead > 0) {
+      (void)m_space.deallocate(request.reply_port);
+    }
+  }
+  if (Result<void> r = mach::release_exception_rights(m_space, request.behavior, request.rights);
+      !r) {
+    log_error(r.error());
+  }
+  request.rights = {};
+}
+
+void DarwinListener::request_stop() {
+  m_stop.store(true, std::memory_order_release);
+  send_wake();
+}
+
+void DarwinListener::send_wake() {
+  mach_msg_header_t wake{};
+  wake.msgh_bits = MACH_MSGH_BITS(MACH_MSG_TYPE_COPY_SEND, 0);  // our send uref stays
+  wake.msgh_size = sizeof wake;
+  wake.msgh_remote_port = m_wake;
+  wake.msgh_local_port = MACH_PORT_NULL;
+  wake.msgh_id = kWakeId;
+  // Never blocks: with the queue full, a wake is already waiting for receive().
+  const mach_msg_return_t mr = mach_msg(&wake, MACH_SEND_MSG | MACH_SEND_TIMEOUT, sizeof wake, 0,
+                                        MACH_PORT_NULL, 0, MACH_PORT_NULL);
+  if (mr != MACH_MSG_SUCCESS && mr != MACH_SEND_TIMED_OUT) log_kr("waking the listener", mr);
+}
+
+}  // namespace
+
+// Threads started before the first open are not attached (thread_extensions.h): their faults go
+// to the task's handlers, as if no listener were there. A listener that is not installed is
+// destroyed with g_mutex free, since its destructor takes it.
+Result<std::unique_ptr<ListenerBackend>> ListenerBackend::open() {
+  if (Result<void> r = register_extension_once(); !r) return std::unexpected(r.error());
+  auto listener = std::make_unique<DarwinListener>();
+  if (Result<void> r = listener->start(); !r) return std::unexpected(r.error());
+  bool installed = false;
+  {
+    std::lock_guard lock(g_mutex);
+    if (g_listener == nullptr) {
+      g_listener = listener.get();
+      installed = true;
+    }
+  }
+  if (!installed) {
+    return fail(
+        Step::BadArgument, 0,
+        "a Darwin ExceptionListener is already open (a thread has one EXC_BAD_ACCESS port)");
+  }
+  return std::unique_ptr<ListenerBackend>(std::move(listener));
+}
+
+}  // namespace tcr::detail

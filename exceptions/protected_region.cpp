@@ -115,7 +115,8 @@ Result<std::unique_ptr<ProtectedRegion>> ProtectedRegion::create(void* base, std
   }
   if (addr + length < addr) return fail(Step::BadArgument, 0, "ProtectedRegion: range wraps");
 
-  TrapMode mode = options.mode.value_or(best_trap_mode());
+  // Not value_or: that would probe every mode (opening userfaultfds) even when one is named.
+  TrapMode mode = options.mode ? *options.mode : best_trap_mode();
   for (;;) {
     Result<void> ok = available(mode);
     if (ok) break;

@@ -1,5 +1,5 @@
 // tcr-bench's shared pieces: how a subcommand plugs into the CLI, and the statistics and JSON
-// helpers every measurement uses. Each subcommand (spawn, handles, stop-world; traps later) lives in
+// helpers every measurement uses. Each subcommand (spawn, handles, stop-world, traps) lives in
 // a file of its own, adds its options with add_*_command and runs only if the user chose it.
 // The machine is shared and noisy: measurements are repeated in rounds, interleaved across the
 // variants they compare, and reported as medians; nothing here asserts a timing.
@@ -30,6 +30,8 @@ Subcommand add_spawn_command(CLI::App& parent);
 Subcommand add_handles_command(CLI::App& parent);
 // `tcr-bench stop-world`: suspend_all + resume_all beside Boehm's external stop/start.
 Subcommand add_stop_world_command(CLI::App& parent);
+// `tcr-bench traps`: a write barrier's cost per ProtectedRegion mode (first write, collect).
+Subcommand add_traps_command(CLI::App& parent);
 
 using Clock = std::chrono::steady_clock;
 

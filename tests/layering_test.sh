@@ -2,7 +2,8 @@
 # Checks the layering of the source tree (DESIGN.md, STYLE.md):
 #  - runtime/ includes neither threads/ nor exceptions/ (it is what they stand on);
 #  - threads/ includes no exceptions/ internals: only the headers named in EXCEPTIONS_PUBLIC below
-#    (none yet: exceptions/ stands on threads/, e.g. through ManagerOptions::exit_hooks);
+#    (none: exceptions/ stands on threads/, through threads/thread_extensions.h and the
+#    friend struct detail::ExceptionsAccess that exceptions/tcr_access.h defines);
 #  - invariant 5: no #if/#ifdef on __linux__/__APPLE__/__MACH__ outside backend files
 #    (*_linux.cpp, *_darwin.cpp) in runtime/, threads/, exceptions/.
 # Prints every offending line as file:line: text and exits 1 if there is any.

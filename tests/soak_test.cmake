@@ -95,4 +95,10 @@ if(TARGET tcr-bench)
                    "-DKEYS=bench rows.0.threads rows.0.tcr_us rows.0.boehm_us rows.1.ratio"
                    -P ${CMAKE_CURRENT_LIST_FILE})
   set_tests_properties(Bench.StopWorldReportsBothVariants PROPERTIES LABELS bench TIMEOUT 60)
+  add_test(NAME Bench.TrapsReportsEveryMode
+           COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench>
+                   "-DARGS=traps --pages 256 --rounds 3 --json"
+                   "-DKEYS=bench pages modes.0.first_write_ns modes.1.first_write_ns modes.1.collect_us_per_1000_pages modes.1.vs_signal"
+                   -P ${CMAKE_CURRENT_LIST_FILE})
+  set_tests_properties(Bench.TrapsReportsEveryMode PROPERTIES LABELS bench TIMEOUT 60)
 endif()

@@ -377,6 +377,54 @@ TEST(ExceptionsFaults, SigaltstackFailureFailsTheSpawnAndLeaksNothing) {
   testing::expect_no_leak(before, ledger.snapshot());
 }
 
+TEST(ExceptionsFaults, AnAdoptedThreadsAlternateStackMapFailingLeaksNothing) {
+  auto m = testing::make_manager();
+  std::thread([] {}).join();
+  const ResourceLedger ledger;
+  const ResourceCounts before = ledger.snapshot();
+  for (os::Call call : {os::Call::Mmap, os::Call::Mprotect}) {
+    std::thread foreign([&] {
+      os::ScopedFault fault(call, 1, ENOMEM);
+      Result<Tcr*> adopted = m->adopt_current_thread("no-alt-map");
+      ASSERT_FALSE(adopted);
+      EXPECT_EQ(adopted.error().step,
+                call == os::Call::Mmap ? Step::StackMmap : Step::StackGuardMprotect);
+    });
+    foreign.join();
+  }
+  testing::expect_no_leak(before, ledger.snapshot());
+}
+
+// The tid index is mapped at the process's first ThreadManager::create: in a fresh process, a
+// failed mmap there leaves the manager working and the listener's faults without their Tcr.
+TEST(ExceptionsFaults, AFailedTidIndexLeavesListenerFaultsUnattributed) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        std::unique_ptr<ThreadManager> m;
+        {
+          os::ScopedFault fault(os::Call::Mmap, 1, ENOMEM);
+          m = testing::make_manager();
+        }
+        if (!m) std::_Exit(10);
+        char* mem = map_pages(4);
+        auto region = region_in(TrapMode::Listener, mem, 4, /*fall_back=*/true);
+        if (!region) std::_Exit(11);
+        if (region->mode() != TrapMode::Listener) std::_Exit(0);  // nothing to attribute here
+        if (!region->protect()) std::_Exit(12);
+        Result<ThreadRef> t = m->spawn("writer", [mem](Tcr& self) -> void* {
+          mem[0] = 1;
+          return reinterpret_cast<void*>(self.traps());
+        });
+        if (!t) std::_Exit(13);
+        Result<void*> traps = m->join(*t);
+        if (!traps || *traps != nullptr) std::_Exit(14);  // not attributed
+        if (region->traps() != 1) std::_Exit(15);        // but resolved
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "no tid index");
+}
+
 TEST(ExceptionsFaults, RefusedUserfaultfdFallsBackToSignalOrFailsWhenStrict) {
   char* mem = map_pages(4);
   const ResourceLedger ledger;
@@ -397,7 +445,7 @@ TEST(ExceptionsFaults, RefusedUserfaultfdFallsBackToSignalOrFailsWhenStrict) {
   testing::expect_no_leak(before, ledger.snapshot());
 }
 
-TEST(ExceptionsFaults, EperMOnTheFullUserfaultfdRetriesUserModeOnly) {
+TEST(ExceptionsFaults, EpermOnTheFullUserfaultfdRetriesUserModeOnly) {
   char* mem = map_pages(4);
   os::ScopedFault fault(os::Call::Userfaultfd, 1, EPERM, 1);  // the first open only
   auto region = region_in(TrapMode::Listener, mem, 4);

@@ -199,18 +199,7 @@ void ExceptionListener::stop() {
   std::vector<std::uint8_t> was;
   detail::for_each_region([&](detail::RegionCore& r) {
     if (r.mode != TrapMode::Listener) return;
-    was.assign(r.pages, detail::kPageOff);
-    for (std::size_t i = 0; i < r.pages; ++i) {
-      std::atomic<std::uint8_t>& page = r.page(i);
-      for (;;) {
-        std::uint8_t cur = page.load(std::memory_order_acquire);
-        if (cur == detail::kPageBusy) continue;
-        if (page.compare_exchange_weak(cur, detail::kPageBusy, std::memory_order_acq_rel)) {
-          was[i] = cur;
-          break;
-        }
-      }
-    }
+    detail::claim_all_pages(r, &was);
     if (Result<void> r2 = s.backend->write_protect(r.base, r.length, false); !r2) {
       log::error("exception listener stop: {}", r2.error().message());
     }

@@ -14,13 +14,6 @@ namespace tcr::mach {
 
 namespace {
 
-std::string port_detail(PortName name) {
-  char hex[16];
-  auto [end, ec] = std::to_chars(hex, hex + sizeof hex, name, 16);
-  (void)ec;  // 16 chars hold any 32-bit value
-  return "port name 0x" + std::string(hex, end);
-}
-
 // <mach/message.h>
 constexpr std::uint32_t kMsghBitsComplex = 0x80000000u;     // MACH_MSGH_BITS_COMPLEX
 constexpr std::uint32_t kMsghBitsRemoteMask = 0x0000001fu;  // MACH_MSGH_BITS_REMOTE_MASK

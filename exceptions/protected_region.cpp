@@ -53,22 +53,6 @@ void say_fallback_once(TrapMode from, TrapMode to, const Error& why) {
             why.message(), to_string(to));
 }
 
-// Sets every page Busy, waiting out resolvers; answers what each page was.
-void claim_all(detail::RegionCore& r, std::vector<std::uint8_t>* was) {
-  if (was != nullptr) was->assign(r.pages, detail::kPageOff);
-  for (std::size_t i = 0; i < r.pages; ++i) {
-    std::atomic<std::uint8_t>& page = r.page(i);
-    for (;;) {
-      std::uint8_t cur = page.load(std::memory_order_acquire);
-      if (cur == detail::kPageBusy) continue;
-      if (page.compare_exchange_weak(cur, detail::kPageBusy, std::memory_order_acq_rel)) {
-        if (was != nullptr) (*was)[i] = cur;
-        break;
-      }
-    }
-  }
-}
-
 void release_all(detail::RegionCore& r, std::uint8_t to) {
   for (std::size_t i = 0; i < r.pages; ++i) r.page(i).store(to, std::memory_order_release);
 }
@@ -212,7 +196,7 @@ Result<void> ProtectedRegion::protect() {
     if (!s) return std::unexpected(s.error());
     session = std::move(*s);
   }
-  claim_all(r, nullptr);
+  detail::claim_all_pages(r, nullptr);
   if (Result<void> armed = set_protection(r, r.base, r.length, true); !armed) {
     // Part of the range may be protected now: make it all writable again, and count every page
     // as written, so nothing written meanwhile is lost.
@@ -234,7 +218,7 @@ Result<void> ProtectedRegion::unprotect() {
     return off;
   }
   std::vector<std::uint8_t> was;
-  claim_all(r, &was);
+  detail::claim_all_pages(r, &was);
   if (Result<void> off = set_protection(r, r.base, r.length, false); !off) {
     for (std::size_t i = 0; i < r.pages; ++i) r.page(i).store(was[i], std::memory_order_release);
     return off;

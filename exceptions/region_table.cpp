@@ -93,4 +93,22 @@ std::uint8_t claim_page(std::atomic<std::uint8_t>& page, std::uint8_t from) {
   }
 }
 
+void claim_all_pages(RegionCore& r, std::vector<std::uint8_t>* was) {
+  if (was != nullptr) was->assign(r.pages, kPageOff);
+  for (std::size_t i = 0; i < r.pages; ++i) {
+    std::atomic<std::uint8_t>& page = r.page(i);
+    for (;;) {
+      std::uint8_t cur = page.load(std::memory_order_acquire);
+      if (cur == kPageBusy) {
+        cpu_relax();
+        continue;
+      }
+      if (page.compare_exchange_weak(cur, kPageBusy, std::memory_order_acq_rel)) {
+        if (was != nullptr) (*was)[i] = cur;
+        break;
+      }
+    }
+  }
+}
+
 }  // namespace tcr::detail

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "exceptions/protected_region.h"
 #include "runtime/error.h"
@@ -91,6 +92,10 @@ void for_each_region(F&& fn) {
 // Spins while a page is Busy; CASes it from `from` to Busy. Returns the state it found when that
 // was not `from` (no change made), or `from` when it now owns the page.
 std::uint8_t claim_page(std::atomic<std::uint8_t>& page, std::uint8_t from);
+
+// Sets every page of the region Busy, waiting out resolvers; `was`, if given, receives what each
+// page was. The caller changes the protection and then stores each page's new state.
+void claim_all_pages(RegionCore& r, std::vector<std::uint8_t>* was);
 
 // The fault resolution both trapping modes share: an Armed page becomes Dirty after `unprotect`
 // made it writable. The trap is counted (on the region, and by `count(+1)` on the thread) before

@@ -5,16 +5,12 @@
 
 namespace tcr::mach {
 
-namespace {
-
 std::string port_detail(PortName name) {
   char hex[16];
   auto [end, ec] = std::to_chars(hex, hex + sizeof hex, name, 16);
   (void)ec;  // 16 chars hold any 32-bit value
   return "port name 0x" + std::string(hex, end);
 }
-
-}  // namespace
 
 Result<Urefs> send_refs(PortSpace& space, PortName name) {
   Urefs refs = 0;

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "runtime/error.h"
 
@@ -78,6 +79,9 @@ class PortSpace {
     return kNotSupported;
   }
 };
+
+// "port name 0x1a03": how an Error's detail names a port.
+std::string port_detail(PortName name);
 
 // The number of send-right user references the space holds for `name`; 0 (not an error) when
 // the name holds no send right, as mach_port_get_refs answers for a dead name.

@@ -1,6 +1,5 @@
 #include "exceptions/mach_exception_rights.h"
 
-#include <charconv>
 #include <cstring>
 #include <string>
 #include <utility>

@@ -163,7 +163,7 @@ TEST_P(RegionModes, ConcurrentWritesAreNeverLostAcrossCollects) {
   RecordProperty("collects", r + 1);
 }
 
-TEST_P(RegionModes, DestroyingARegionWhileThreadsWriteLetsThemAllFinish) {
+TEST_P(RegionModes, UnprotectingOrDestroyingWhileThreadsWriteLetsThemAllFinish) {
   constexpr std::size_t kPages = 64;
   Mapping m(kPages);
   testing::Watchdog watchdog("DestroyingARegionWhileThreadsWrite", std::chrono::seconds(60));
@@ -181,6 +181,10 @@ TEST_P(RegionModes, DestroyingARegionWhileThreadsWriteLetsThemAllFinish) {
       });
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (round % 2 == 1) {
+      ASSERT_TRUE(region->unprotect());  // with faults in flight: they resolve as stale
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     region.reset();  // faults in flight on its pages are resolved or let go
     stop = true;
     for (std::thread& t : writers) t.join();

@@ -27,7 +27,7 @@ struct ListenerState {
   std::condition_variable changed;  // paused or stop_requested changed
   std::unique_ptr<detail::ListenerBackend> backend;
   pthread_t thread{};
-  bool running = false;
+  std::atomic<bool> running{false};  // written under mutex; read without it
   bool paused = false;
   bool stop_requested = false;
 
@@ -67,25 +67,32 @@ void handle(detail::ListenerBackend& backend, const detail::FaultMessage& m) {
     backend.resume(m, detail::FaultOutcome::Foreign);
     return;
   }
+  // The trap is counted on the thread's Tcr before the page is claimed, because the lookup takes
+  // the tid index's lock: nothing that takes a lock runs while a page is Busy (a collector
+  // holding the world stopped may be waiting for the page, and the lock's owner may be stopped).
+  // It must be counted before the unprotect, which wakes the writer; taken back if the fault
+  // turns out stale.
+  const bool found_tcr = attribute(m, +1);
+  Result<void> unprotected;
   bool counted = false;
-  bool found_tcr = false;
   const bool writable = detail::resolve_write_fault(
       *region.get(), region->page_of(m.address),
       [&](void* page, std::size_t size) {
-        Result<void> r = backend.write_protect(page, size, false);
-        if (!r) log::error("exception listener: {}", r.error().message());
-        return r.has_value();
+        unprotected = backend.write_protect(page, size, false);
+        return unprotected.has_value();
       },
-      [&](int delta) { found_tcr = attribute(m, delta); }, &counted);
+      [](int) {}, &counted);
   if (counted) {
     s.resolved.fetch_add(1, std::memory_order_relaxed);
     if (found_tcr) s.attributed.fetch_add(1, std::memory_order_relaxed);
     backend.resume(m, detail::FaultOutcome::Resolved);
-  } else {
-    s.stale.fetch_add(1, std::memory_order_relaxed);
-    // Not writable means unprotecting failed: the thread retries and faults again.
-    backend.resume(m, writable ? detail::FaultOutcome::Stale : detail::FaultOutcome::Foreign);
+    return;
   }
+  if (found_tcr) attribute(m, -1);
+  s.stale.fetch_add(1, std::memory_order_relaxed);
+  // Not writable means unprotecting failed: the thread retries and faults again.
+  if (!unprotected) log::error("exception listener: {}", unprotected.error().message());
+  backend.resume(m, writable ? detail::FaultOutcome::Stale : detail::FaultOutcome::Foreign);
 }
 
 void* listener_main(void*) {
@@ -140,7 +147,6 @@ Result<void> start_locked(ListenerState& s) {
   if (!thread) return std::unexpected(thread.error());
   s.thread = *thread;
   s.running = true;
-  log::debug("exception listener started");
   return {};
 }
 
@@ -150,14 +156,19 @@ namespace detail {
 
 Result<ListenerBackend*> listener_backend() {
   ListenerState& s = state();
+  SignalsBlocked blocked;
   std::lock_guard lock(s.mutex);
   if (Result<void> r = open_backend_locked(s); !r) return std::unexpected(r.error());
   return s.backend.get();
 }
 
+// The caller blocks signals first (SignalsBlocked), as everyone who takes `control` or `mutex`
+// does: a thread holding either must not be stopped by a stop-the-world, since the collector
+// holding the world stopped takes them here.
 Result<std::shared_lock<std::shared_mutex>> listener_session() {
   ListenerState& s = state();
   std::shared_lock session(s.control);
+  if (s.running.load(std::memory_order_acquire)) return session;
   std::lock_guard lock(s.mutex);
   if (Result<void> r = start_locked(s); !r) return std::unexpected(r.error());
   return session;
@@ -172,12 +183,14 @@ ExceptionListener& ExceptionListener::instance() {
 
 Result<void> ExceptionListener::start() {
   ListenerState& s = state();
+  detail::SignalsBlocked blocked;
   std::lock_guard lock(s.mutex);
   return start_locked(s);
 }
 
 void ExceptionListener::stop() {
   ListenerState& s = state();
+  detail::SignalsBlocked blocked;
   std::unique_lock control(s.control);  // no region is arming pages now
   {
     std::lock_guard lock(s.mutex);
@@ -208,13 +221,10 @@ void ExceptionListener::stop() {
                       std::memory_order_release);
     }
   });
-  log::debug("exception listener stopped");
 }
 
 bool ExceptionListener::running() const {
-  ListenerState& s = state();
-  std::lock_guard lock(s.mutex);
-  return s.running;
+  return state().running.load(std::memory_order_acquire);
 }
 
 ListenerStats ExceptionListener::stats() const {
@@ -231,6 +241,7 @@ ListenerStats ExceptionListener::stats() const {
 
 void ExceptionListener::set_paused(bool paused) {
   ListenerState& s = state();
+  detail::SignalsBlocked blocked;
   {
     std::lock_guard lock(s.mutex);
     s.paused = paused;

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <new>
 
 #include "exceptions/async_tracker.h"
 #include "exceptions/fault_signals.h"
@@ -190,6 +191,7 @@ Result<void> ProtectedRegion::protect() {
     r.armed = armed.has_value();
     return armed;
   }
+  detail::SignalsBlocked blocked;  // before the session: see listener_session()
   std::shared_lock<std::shared_mutex> session;
   if (r.mode == TrapMode::Listener) {
     Result<std::shared_lock<std::shared_mutex>> s = detail::listener_session();
@@ -218,6 +220,8 @@ Result<void> ProtectedRegion::unprotect() {
     return off;
   }
   std::vector<std::uint8_t> was;
+  was.reserve(r.pages);  // before any page is Busy: allocation may fail
+  detail::SignalsBlocked blocked;
   detail::claim_all_pages(r, &was);
   if (Result<void> off = set_protection(r, r.base, r.length, false); !off) {
     for (std::size_t i = 0; i < r.pages; ++i) r.page(i).store(was[i], std::memory_order_release);
@@ -231,7 +235,15 @@ Result<void> ProtectedRegion::unprotect() {
 Result<void> ProtectedRegion::collect_dirty(std::vector<std::size_t>& pages) {
   detail::RegionCore& r = *m_core;
   if (!r.armed) return {};  // nothing is tracked between unprotect() and protect()
+  // Room for every page first: once pages are re-protected (Async: once the scan ran), failing to
+  // report them would lose their writes.
+  try {
+    pages.reserve(pages.size() + r.pages);
+  } catch (const std::bad_alloc&) {
+    return fail(Step::TcrAllocate, ENOMEM, "collect_dirty: the page list");
+  }
   if (r.mode == TrapMode::Async) return r.async->collect(r.base, r.length, r.page_size, pages);
+  detail::SignalsBlocked blocked;  // before the session: see listener_session()
   std::shared_lock<std::shared_mutex> session;
   if (r.mode == TrapMode::Listener) {
     Result<std::shared_lock<std::shared_mutex>> s = detail::listener_session();
@@ -261,6 +273,9 @@ Result<void> ProtectedRegion::collect_dirty(std::vector<std::size_t>& pages) {
     char* first = r.base + run_start * r.page_size;
     const std::size_t bytes = (i - run_start) * r.page_size;
     if (Result<void> armed = set_protection(r, first, bytes, true); !armed) {
+      // Part of the run may be protected now: Dirty must mean writable, or a write would fault
+      // on a page its resolver takes for already writable.
+      (void)set_protection(r, first, bytes, false);
       for (std::size_t j = run_start; j < i; ++j) {
         r.page(j).store(detail::kPageDirty, std::memory_order_release);
       }

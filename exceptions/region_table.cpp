@@ -20,23 +20,30 @@ inline void cpu_relax() {
 
 }  // namespace
 
+// Readers count themselves in one of two counters, chosen by the epoch's parity, for as long as
+// they may touch a region they found in the table. A reader that could have seen a slot counted
+// itself before the slot was cleared (its count precedes its look), and stays counted until it is
+// done. A remover clears the slot, then flips the epoch and waits for the old parity's counter to
+// drain, twice: each counter reaches zero once after the clear, so that reader is done; new
+// readers meanwhile count in the other parity and cannot drain the wait forever. Async-signal-safe
+// on the reader's side: two atomic operations.
+static std::atomic<std::uint32_t> g_epoch{0};
+static std::atomic<std::uint32_t> g_readers[2];
+
+ReadGuard::ReadGuard() : m_parity(g_epoch.load(std::memory_order_seq_cst) & 1u) {
+  g_readers[m_parity].fetch_add(1, std::memory_order_seq_cst);
+}
+
+ReadGuard::~ReadGuard() { g_readers[m_parity].fetch_sub(1, std::memory_order_release); }
+
 PinnedRegion::PinnedRegion(const void* address) {
   for (std::atomic<RegionCore*>& slot : g_slots) {
-    RegionCore* r = slot.load(std::memory_order_acquire);
-    if (r == nullptr || !r->contains(address)) continue;
-    r->users.fetch_add(1, std::memory_order_seq_cst);
-    // Removal clears the slot before it waits for users to drain: if the slot still holds r
-    // now, the remover has not finished waiting and will see our pin.
-    if (slot.load(std::memory_order_seq_cst) == r) {
+    RegionCore* r = slot.load(std::memory_order_seq_cst);
+    if (r != nullptr && r->contains(address)) {
       m_region = r;
       return;
     }
-    r->users.fetch_sub(1, std::memory_order_release);
   }
-}
-
-PinnedRegion::~PinnedRegion() {
-  if (m_region != nullptr) m_region->users.fetch_sub(1, std::memory_order_release);
 }
 
 RegionCore* region_slot(std::size_t i) { return g_slots[i].load(std::memory_order_acquire); }
@@ -68,17 +75,21 @@ Result<void> add_region(RegionCore* region) {
 }
 
 void remove_region(RegionCore* region) {
-  {
-    std::lock_guard lock(g_change_mutex);
-    for (std::atomic<RegionCore*>& slot : g_slots) {
-      if (slot.load(std::memory_order_relaxed) == region) {
-        slot.store(nullptr, std::memory_order_seq_cst);
-        break;
-      }
+  // Under the change mutex throughout, so one flip's readers drain before the next flip.
+  std::lock_guard lock(g_change_mutex);
+  for (std::atomic<RegionCore*>& slot : g_slots) {
+    if (slot.load(std::memory_order_relaxed) == region) {
+      slot.store(nullptr, std::memory_order_seq_cst);
+      break;
     }
   }
-  // Readers hold a pin for the few instructions of one fault's resolution.
-  while (region->users.load(std::memory_order_acquire) != 0) sched_yield();
+  // Both counters drain once after the clear, each while new readers go to the other: a reader
+  // that read the epoch long ago (before an earlier removal's flip) may count in either.
+  for (int flip = 0; flip < 2; ++flip) {
+    const std::uint32_t old = g_epoch.fetch_add(1, std::memory_order_seq_cst) & 1u;
+    // Readers hold their count for the few instructions of one fault's resolution.
+    while (g_readers[old].load(std::memory_order_seq_cst) != 0) sched_yield();
+  }
 }
 
 std::uint8_t claim_page(std::atomic<std::uint8_t>& page, std::uint8_t from) {

@@ -1,10 +1,13 @@
 // The process-wide table of ProtectedRegions, read by the SIGSEGV handler (Signal mode) and the
 // ExceptionListener (Listener mode) without a lock: a fixed array of atomic pointers, scanned.
-// Readers pin a region (RegionCore::users) and re-check its slot, so a region being removed is
-// either found pinned, and its removal waits for the pin to go, or not found at all.
+// Readers count themselves (ReadGuard) before they look, and a removal waits until every reader
+// that could have seen the region is done, so a region is never freed under a reader.
 // Also the per-page state machine that keeps a write racing collect_dirty() from being lost.
 // Internal to exceptions/.
 #pragma once
+
+#include <pthread.h>
+#include <signal.h>
 
 #include <atomic>
 #include <cstddef>
@@ -37,7 +40,6 @@ struct RegionCore {
   std::size_t page_size = 0;
   TrapMode mode = TrapMode::Signal;
   std::unique_ptr<std::atomic<std::uint8_t>[]> state;  // Signal and Listener modes
-  std::atomic<std::uint32_t> users{0};   // readers that pinned it (handler, listener)
   std::atomic<std::uint64_t> traps{0};
   bool armed = false;  // between protect() and unprotect(); the region's owner reads and writes it
   ListenerBackend* listener = nullptr;   // Listener mode
@@ -53,11 +55,23 @@ struct RegionCore {
   std::atomic<std::uint8_t>& page(std::size_t i) { return state[i]; }
 };
 
-// A pinned region, or none. Async-signal-safe to construct and destroy.
+// While one lives, no region this thread finds in the table is freed (remove_region waits for
+// it). Async-signal-safe: two atomic operations. Hold it only for a fault's resolution.
+class ReadGuard {
+ public:
+  ReadGuard();
+  ~ReadGuard();
+  ReadGuard(const ReadGuard&) = delete;
+  ReadGuard& operator=(const ReadGuard&) = delete;
+
+ private:
+  std::uint32_t m_parity;
+};
+
+// The region containing `address`, kept alive for the object's life. Async-signal-safe.
 class PinnedRegion {
  public:
   explicit PinnedRegion(const void* address);
-  ~PinnedRegion();
   PinnedRegion(const PinnedRegion&) = delete;
   PinnedRegion& operator=(const PinnedRegion&) = delete;
   RegionCore* operator->() const { return m_region; }
@@ -65,6 +79,7 @@ class PinnedRegion {
   RegionCore* get() const { return m_region; }
 
  private:
+  ReadGuard m_guard;  // first: counted before the table is read
   RegionCore* m_region = nullptr;
 };
 
@@ -72,22 +87,41 @@ inline constexpr std::size_t kMaxRegions = 256;
 
 // BadArgument if it overlaps a registered region or the table is full.
 Result<void> add_region(RegionCore* region);
-// Removes it and waits until no reader holds it pinned.
+// Removes it and waits until no reader that could have found it is still at work.
 void remove_region(RegionCore* region);
-// Calls fn(region) for each registered region, pinned (not from a signal handler).
+// Calls fn(region) for each registered region, under a ReadGuard (not from a signal handler).
 template <class F>
 void for_each_region(F&& fn);
 RegionCore* region_slot(std::size_t i);
 
 template <class F>
 void for_each_region(F&& fn) {
+  ReadGuard guard;
   for (std::size_t i = 0; i < kMaxRegions; ++i) {
-    RegionCore* r = region_slot(i);
-    if (r == nullptr) continue;
-    PinnedRegion pinned(r->base);
-    if (pinned && pinned.get() == r) fn(*r);
+    if (RegionCore* r = region_slot(i)) fn(*r);
   }
 }
+
+// Every signal blocked for the object's life. Held by whoever holds pages Busy outside a fault
+// handler (protect, unprotect, collect, the listener's stop): a stop-the-world must not suspend
+// a thread that holds pages Busy, or a writer faulting on one of them would spin with its own
+// suspend signal blocked and the stop would wait for it forever. The signal then waits a moment.
+class SignalsBlocked {
+ public:
+  SignalsBlocked() {
+    sigset_t all;
+    sigfillset(&all);
+    // Not the synchronous ones: a fault while they are blocked kills the process.
+    for (int sig : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP}) sigdelset(&all, sig);
+    pthread_sigmask(SIG_BLOCK, &all, &m_old);
+  }
+  ~SignalsBlocked() { pthread_sigmask(SIG_SETMASK, &m_old, nullptr); }
+  SignalsBlocked(const SignalsBlocked&) = delete;
+  SignalsBlocked& operator=(const SignalsBlocked&) = delete;
+
+ private:
+  sigset_t m_old;
+};
 
 // Spins while a page is Busy; CASes it from `from` to Busy. Returns the state it found when that
 // was not `from` (no change made), or `from` when it now owns the page.

@@ -270,6 +270,76 @@ TEST_P(RegionModes, TrapsAreCountedOnTheFaultingThreadsTcr) {
   EXPECT_EQ(region->traps(), 40u);
 }
 
+// Regions created and destroyed on one thread while others trap on another region: the fault
+// path reads the region table while it changes (under ASan, a region freed under a reader shows).
+TEST_P(RegionModes, RegionsComeAndGoWhileOthersTrap) {
+  Mapping steady(32);
+  Mapping churn(8);
+  MAKE_OR_SKIP(region, steady.base, steady.length);
+  testing::Watchdog watchdog("RegionsComeAndGoWhileOthersTrap", std::chrono::seconds(120));
+  std::atomic<bool> stop{false};
+  std::thread collector([&] {
+    while (!stop.load()) {
+      ASSERT_TRUE(region->protect());
+      (void)collect(*region);
+    }
+  });
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 2; ++w) {
+    writers.emplace_back([&, w] {
+      for (std::size_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        steady.page_at((i + static_cast<std::size_t>(w) * 16) % 32)[w] = 1;
+      }
+    });
+  }
+  for (int i = 0; i < 300; ++i) {
+    auto other = make(churn.base, churn.length);
+    ASSERT_TRUE(other);
+    ASSERT_TRUE(other->protect());
+    churn.page_at(static_cast<std::size_t>(i) % 8)[0] = 1;
+    EXPECT_EQ(collect(*other), std::vector<std::size_t>{static_cast<std::size_t>(i) % 8});
+  }
+  stop = true;
+  collector.join();
+  for (std::thread& t : writers) t.join();
+}
+
+// A stop-the-world while a thread protects and collects and two others trap: whoever holds pages
+// Busy cannot be suspended (it blocks signals meanwhile), so no writer spins forever with its
+// suspend signal blocked and every stop completes.
+TEST_P(RegionModes, StopTheWorldWhileCollectingAndTrapping) {
+  Mapping m(64);
+  MAKE_OR_SKIP(region, m.base, m.length);
+  testing::Watchdog watchdog("StopTheWorldWhileCollectingAndTrapping", std::chrono::seconds(120));
+  auto manager = testing::make_manager();
+  std::atomic<bool> stop{false};
+  std::vector<ThreadRef> refs;
+  refs.push_back(*manager->spawn("collector", [&](Tcr&) -> void* {
+    while (!stop.load()) {
+      EXPECT_TRUE(region->protect());
+      for (int i = 0; i < 10; ++i) (void)collect(*region);
+    }
+    return nullptr;
+  }));
+  for (int w = 0; w < 2; ++w) {
+    refs.push_back(*manager->spawn("writer", [&, w](Tcr&) -> void* {
+      for (std::size_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        m.page_at((i * 3 + static_cast<std::size_t>(w)) % 64)[w] = 1;
+      }
+      return nullptr;
+    }));
+  }
+  ASSERT_TRUE(manager->adopt_current_thread("initiator"));
+  for (int i = 0; i < 300; ++i) {
+    Result<StoppedWorld> world = manager->suspend_all();
+    ASSERT_TRUE(world) << world.error().message();
+    ASSERT_TRUE(manager->resume_all());
+  }
+  stop = true;
+  for (ThreadRef r : refs) ASSERT_TRUE(manager->join(r));
+  ASSERT_TRUE(manager->release_current_thread());
+}
+
 INSTANTIATE_TEST_SUITE_P(, RegionModes,
                          ::testing::Values(TrapMode::Signal, TrapMode::Listener, TrapMode::Async),
                          [](const ::testing::TestParamInfo<TrapMode>& param) {

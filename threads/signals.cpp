@@ -70,9 +70,12 @@ Result<ManagerSignals> install_manager_signals() {
   }
   ManagerSignals s{chosen[0], chosen[1]};
   // The suspend handler blocks the interrupt signal: a suspended thread wakes no wait until the
-  // world resumes. Neither handler is deferred or reset.
+  // world resumes. Neither handler is deferred or reset. SA_ONSTACK: on a thread whose stack is
+  // nearly exhausted the kernel could not push the handler's frame there, and would kill the
+  // process with a SIGSEGV no handler can catch; on the alternate stack it always can. The
+  // interrupted stack pointer (in the ucontext) is still the thread's own.
   struct sigaction sa {};
-  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
   sigaddset(&sa.sa_mask, s.interrupt);
   sa.sa_sigaction = on_suspend;

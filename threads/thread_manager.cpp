@@ -125,8 +125,24 @@ void ManagerCore::detach_thread_state(Tcr* t) {
 }
 
 void ManagerCore::restore_alt_stack(Tcr* t) {
-  // Releasing: the previous stack was valid when it was installed, so putting it back (or
-  // disabling ours) does not fail while we are not running on the alternate stack.
+  // A thread that exits from inside a signal handler (pthread_exit in a handler chained from
+  // ours) runs this on the alternate stack: the kernel refuses to change it then (EPERM), and
+  // unmapping it would pull the stack from under us. It stays; a spawned thread's goes with its
+  // stack mapping at reaping anyway, an adopted thread's separate mapping is left (said once).
+  stack_t now{};
+  if (::sigaltstack(nullptr, &now) == 0 && (now.ss_flags & SS_ONSTACK) != 0) {
+    static std::atomic<bool> s_said{false};
+    if (t->m_alt_map != nullptr && !s_said.exchange(true)) {
+      log::warn("thread #{} '{}' exited on its alternate signal stack: that stack stays mapped",
+                t->m_id, t->m_name);
+    }
+    t->m_alt_map = nullptr;
+    t->m_alt_stack = nullptr;
+    t->m_alt_stack_size = 0;
+    return;
+  }
+  // Otherwise releasing: the previous stack was valid when it was installed, so putting it back
+  // (or disabling ours) does not fail.
   const bool had = (t->m_prev_alt_stack.ss_flags & SS_DISABLE) == 0 &&
                    t->m_prev_alt_stack.ss_sp != nullptr;
   stack_t prev = t->m_prev_alt_stack;
@@ -370,8 +386,8 @@ void* ManagerCore::run_guarded(Tcr* t) {
     }
     t->m_running_interrupts = false;
     t->m_wait_word.store(nullptr, std::memory_order_relaxed);
-    log::warn("thread #{} '{}' overflowed its stack (fault at {}); its function was abandoned",
-              t->m_id, t->m_name, t->m_overflow_address);
+    // Not logged here: the overflow may have hit inside the logger, holding its lock. join
+    // reports it (Step::StackOverflow, with the fault address).
     return nullptr;
   }
   t->m_overflow_armed.store(true, std::memory_order_release);

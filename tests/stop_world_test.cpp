@@ -369,10 +369,16 @@ TEST(StopWorld, TwoInitiatorsSerialize) {
   std::atomic<int> done{0};
   std::atomic<int> bad{0};
   std::atomic<int> saw_other{0};
+  std::atomic<int> ready{0};
   const std::set<std::uint64_t> spinners = spin.ids();
   std::vector<ThreadRef> initiators;
   for (int k = 0; k < 2; ++k) {
     Result<ThreadRef> r = m->spawn("initiator", [&](Tcr& self) -> void* {
+      // Both registered before either stops: whichever stops first lists the other, however
+      // the scheduler orders the rest (without this, on a loaded machine the first could finish
+      // its rounds before the second was even spawned).
+      ++ready;
+      while (ready.load() < 2) std::this_thread::yield();
       for (int i = 0; i < kRounds; ++i) {
         Result<StoppedWorld> w = m->suspend_all();
         if (!w) {

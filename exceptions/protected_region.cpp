@@ -58,6 +58,13 @@ void release_all(detail::RegionCore& r, std::uint8_t to) {
   for (std::size_t i = 0; i < r.pages; ++i) r.page(i).store(to, std::memory_order_release);
 }
 
+// What arming a region's pages needs held: for a Listener region, the listener running (and kept
+// from stopping) until the pages are armed; nothing for the other modes.
+Result<std::shared_lock<std::shared_mutex>> arming_session(const detail::RegionCore& r) {
+  if (r.mode != TrapMode::Listener) return std::shared_lock<std::shared_mutex>{};
+  return detail::listener_session();
+}
+
 // The protection change of the Signal and Listener modes.
 Result<void> set_protection(detail::RegionCore& r, char* base, std::size_t length, bool on) {
   if (r.mode == TrapMode::Listener) return r.listener->write_protect(base, length, on);
@@ -192,12 +199,8 @@ Result<void> ProtectedRegion::protect() {
     return armed;
   }
   detail::SignalsBlocked blocked;  // before the session: see listener_session()
-  std::shared_lock<std::shared_mutex> session;
-  if (r.mode == TrapMode::Listener) {
-    Result<std::shared_lock<std::shared_mutex>> s = detail::listener_session();
-    if (!s) return std::unexpected(s.error());
-    session = std::move(*s);
-  }
+  Result<std::shared_lock<std::shared_mutex>> session = arming_session(r);
+  if (!session) return std::unexpected(session.error());
   detail::claim_all_pages(r, nullptr);
   if (Result<void> armed = set_protection(r, r.base, r.length, true); !armed) {
     // Part of the range may be protected now: make it all writable again, and count every page
@@ -244,12 +247,8 @@ Result<void> ProtectedRegion::collect_dirty(std::vector<std::size_t>& pages) {
   }
   if (r.mode == TrapMode::Async) return r.async->collect(r.base, r.length, r.page_size, pages);
   detail::SignalsBlocked blocked;  // before the session: see listener_session()
-  std::shared_lock<std::shared_mutex> session;
-  if (r.mode == TrapMode::Listener) {
-    Result<std::shared_lock<std::shared_mutex>> s = detail::listener_session();
-    if (!s) return std::unexpected(s.error());
-    session = std::move(*s);
-  }
+  Result<std::shared_lock<std::shared_mutex>> session = arming_session(r);
+  if (!session) return std::unexpected(session.error());
   // Runs of Dirty pages are claimed (Dirty -> Busy), re-protected with one call per run and
   // reported. A write to a claimed page waits in its resolver until the run is Armed again,
   // then faults it Dirty for the next collect.

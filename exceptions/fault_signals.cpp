@@ -78,13 +78,28 @@ void chain(int sig, siginfo_t* info, void* ucontext) {
   }
 }
 
+// The address this thread last retried as a stale fault (recently_released): a second fault
+// there is real and goes on. Initial-exec TLS, readable in a handler.
+thread_local void* t_retried = nullptr;
+
 void on_fault(int sig, siginfo_t* info, void* ucontext) {
   const int saved_errno = errno;
   const bool fault = info->si_code > 0;
   if (fault && sig == SIGSEGV && resolve_region_fault(info->si_addr)) {
+    t_retried = nullptr;
     errno = saved_errno;
     return;
   }
+  // A fault on a region removed after the fault was raised: its pages were made writable before
+  // the removal, so retrying the write is enough. Once per address: if it faults again, it is not
+  // stale.
+  if (fault && sig == SIGSEGV && t_retried != info->si_addr &&
+      detail::recently_released(info->si_addr)) {
+    t_retried = info->si_addr;
+    errno = saved_errno;
+    return;
+  }
+  t_retried = nullptr;
   if (fault) detail::escape_if_stack_overflow(info->si_addr, ucontext);  // may not return
   chain(sig, info, ucontext);
   errno = saved_errno;

@@ -8,6 +8,15 @@ namespace tcr::detail {
 namespace {
 
 std::atomic<RegionCore*> g_slots[kMaxRegions];
+
+// The ranges of the last regions removed, a ring written under g_change_mutex.
+constexpr std::size_t kReleasedRing = 16;
+struct ReleasedRange {
+  std::atomic<std::uintptr_t> low{0};
+  std::atomic<std::uintptr_t> high{0};
+};
+ReleasedRange g_released[kReleasedRing];
+std::size_t g_released_next = 0;
 std::mutex g_change_mutex;  // add and remove; readers never take it
 
 inline void cpu_relax() {
@@ -83,6 +92,11 @@ void remove_region(RegionCore* region) {
       break;
     }
   }
+  ReleasedRange& ring = g_released[g_released_next++ % kReleasedRing];
+  ring.high.store(0, std::memory_order_release);  // empty while it changes
+  ring.low.store(reinterpret_cast<std::uintptr_t>(region->base), std::memory_order_release);
+  ring.high.store(reinterpret_cast<std::uintptr_t>(region->base) + region->length,
+                  std::memory_order_release);
   // Both counters drain once after the clear, each while new readers go to the other: a reader
   // that read the epoch long ago (before an earlier removal's flip) may count in either.
   for (int flip = 0; flip < 2; ++flip) {
@@ -90,6 +104,15 @@ void remove_region(RegionCore* region) {
     // Readers hold their count for the few instructions of one fault's resolution.
     while (g_readers[old].load(std::memory_order_seq_cst) != 0) sched_yield();
   }
+}
+
+bool recently_released(const void* address) {
+  const auto a = reinterpret_cast<std::uintptr_t>(address);
+  for (const ReleasedRange& r : g_released) {
+    const std::uintptr_t high = r.high.load(std::memory_order_acquire);
+    if (a >= r.low.load(std::memory_order_acquire) && a < high) return true;
+  }
+  return false;
 }
 
 std::uint8_t claim_page(std::atomic<std::uint8_t>& page, std::uint8_t from) {

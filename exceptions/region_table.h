@@ -87,8 +87,17 @@ inline constexpr std::size_t kMaxRegions = 256;
 
 // BadArgument if it overlaps a registered region or the table is full.
 Result<void> add_region(RegionCore* region);
-// Removes it and waits until no reader that could have found it is still at work.
+// Removes it and waits until no reader that could have found it is still at work. Its range is
+// remembered among the recently released ones (below).
 void remove_region(RegionCore* region);
+
+// Whether `address` lies in one of the last 16 regions removed. A write fault
+// raised while such a region was still armed can reach the handler after the region is gone
+// (the kernel delivered the signal, the thread was preempted before the handler looked): the page
+// is writable by then, and the fault must be retried, not passed to the previous handler (which,
+// were it SIG_DFL, would take the process down). Async-signal-safe; a torn read only costs one
+// retry.
+bool recently_released(const void* address);
 // Calls fn(region) for each registered region, under a ReadGuard (not from a signal handler).
 template <class F>
 void for_each_region(F&& fn);

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -240,6 +241,38 @@ TEST_F(Chaining, ASentSigbusWithNoHandlerBeforeUsStillKills) {
         std::_Exit(0);
       },
       ::testing::KilledBySignal(SIGBUS), "");
+}
+
+// A write fault raised while a region was armed can reach the handler only after the region was
+// unprotected and removed (the thread was preempted in between; seen under TSan's load). It is
+// retried, not passed on: with SIG_DFL before us, passing it on would have reset SIGSEGV to the
+// default and the next trap anywhere would kill the process. The late delivery is made here with
+// rt_tgsigqueueinfo, which lets a process send itself a SIGSEGV that looks like a fault.
+TEST_F(Chaining, AFaultThatArrivesAfterItsRegionIsGoneIsRetriedNotPassedOn) {
+  EXPECT_EXIT(
+      {
+        signal(SIGSEGV, SIG_DFL);
+        char* mem = map_pages(4);
+        {
+          auto gone = region_in(TrapMode::Signal, mem, 2);
+          if (!gone || !gone->protect()) std::_Exit(10);
+        }
+        siginfo_t info{};
+        info.si_signo = SIGSEGV;
+        info.si_code = SEGV_ACCERR;
+        info.si_addr = mem;
+        if (syscall(SYS_rt_tgsigqueueinfo, getpid(), static_cast<pid_t>(syscall(SYS_gettid)),
+                    SIGSEGV, &info) != 0) {
+          std::_Exit(11);
+        }
+        // Still ours: a new region traps and resolves.
+        auto next = region_in(TrapMode::Signal, mem + 2 * page(), 2);
+        if (!next || !next->protect()) std::_Exit(12);
+        mem[3 * page()] = 1;
+        if (*next->collect_dirty() != std::vector<std::size_t>{1}) std::_Exit(13);
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 // Boehm GC in incremental mode keeps collecting (its own write barrier, if it uses mprotect,

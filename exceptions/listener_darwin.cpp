@@ -383,7 +383,7 @@ Result<void> DarwinListener::register_range(void* base, std::size_t length) {
 // sends it to the signal path, which finds the page writable and lets the thread retry.
 void DarwinListener::unregister_range(void* base, std::size_t length) {
   const Range r = range_of(base, length);
-  if (Result<void> made = os::region_mprotect(base, length, PROT_READ | PROT_WRITE); !made) {
+  if (Result<void> made = os::mprotect(base, length, PROT_READ | PROT_WRITE, Step::RegionMprotect); !made) {
     log_error(made.error());
   }
   {
@@ -404,7 +404,8 @@ Result<void> DarwinListener::write_protect(void* base, std::size_t length, bool 
     }
   }
   if (Result<void> made =
-          os::region_mprotect(base, length, on ? PROT_READ : PROT_READ | PROT_WRITE);
+          os::mprotect(base, length, on ? PROT_READ : PROT_READ | PROT_WRITE,
+                       Step::RegionMprotect);
       !made) {
     return made;
   }

@@ -104,7 +104,7 @@ class UffdListenerBackend final : public ListenerBackend {
       out[n].address = reinterpret_cast<void*>(msgs[i].arg.pagefault.address);
       out[n].tid = static_cast<pid_t>(msgs[i].arg.pagefault.feat.ptid);
       out[n].tcr = nullptr;
-      out[n].token = msgs[i].arg.pagefault.flags;
+      out[n].token = 0;  // no reply to owe: unprotecting or UFFDIO_WAKE lets the thread go
       ++n;
     }
     return n;

@@ -68,7 +68,7 @@ Result<std::shared_lock<std::shared_mutex>> arming_session(const detail::RegionC
 // The protection change of the Signal and Listener modes.
 Result<void> set_protection(detail::RegionCore& r, char* base, std::size_t length, bool on) {
   if (r.mode == TrapMode::Listener) return r.listener->write_protect(base, length, on);
-  return os::region_mprotect(base, length, on ? PROT_READ : PROT_READ | PROT_WRITE);
+  return os::mprotect(base, length, on ? PROT_READ : PROT_READ | PROT_WRITE, Step::RegionMprotect);
 }
 
 }  // namespace

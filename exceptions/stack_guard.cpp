@@ -16,13 +16,14 @@ constexpr std::uintptr_t kFarBelow = std::uintptr_t{1} << 20;
 
 void escape_if_stack_overflow(void* fault_address, void* ucontext) {
   Tcr* t = Tcr::current();
-  if (t == nullptr || !ExceptionsAccess::has_own_stack(*t)) return;
-  bool overflow = ExceptionsAccess::in_guard(*t, fault_address);
+  if (t == nullptr || t->guard_low() == nullptr) return;  // adopted: the stack is not ours
+  const auto guard = reinterpret_cast<std::uintptr_t>(t->guard_low());
+  const auto low = reinterpret_cast<std::uintptr_t>(t->stack_low());
+  const auto addr = reinterpret_cast<std::uintptr_t>(fault_address);
+  bool overflow = addr >= guard && addr < low;
   if (!overflow) {
     RegisterSet regs;
     machine::capture_from_ucontext(ucontext, regs);
-    const auto low = reinterpret_cast<std::uintptr_t>(ExceptionsAccess::stack_low(*t));
-    const auto addr = reinterpret_cast<std::uintptr_t>(fault_address);
     overflow = regs.sp < low && regs.sp + kFarBelow >= low && addr < low && addr + kFarBelow >= low;
   }
   if (overflow) ExceptionsAccess::escape_overflow(*t, fault_address);

@@ -17,15 +17,6 @@ struct ExceptionsAccess {
                         std::memory_order_relaxed);
   }
 
-  // The guard below a spawned thread's stack: [guard_low, stack_low). Empty for adopted threads.
-  static bool in_guard(const Tcr& t, const void* address) {
-    const char* a = static_cast<const char*>(address);
-    return t.m_stack_map != nullptr && a >= static_cast<const char*>(t.m_stack_map) &&
-           a < static_cast<const char*>(t.m_stack_low);
-  }
-  static const void* stack_low(const Tcr& t) { return t.m_stack_low; }
-  static bool has_own_stack(const Tcr& t) { return t.m_stack_map != nullptr; }
-
   // From the fault handler, on the alternate stack: abandons the thread's function and jumps
   // back to ManagerCore::run_guarded, which answers join with Step::StackOverflow. Returns only
   // if the thread is not inside its function (start-up, shutdown, an adopted thread): the fault

@@ -88,9 +88,9 @@ Result<pthread_t> pthread_create(const pthread_attr_t* attr, void* (*start)(void
 
 void munmap(void* addr, std::size_t length) { ::munmap(addr, length); }
 
-Result<void> mprotect(void* addr, std::size_t length, int prot) {
-  if (int e = take_fault(Call::Mprotect)) return fail(Step::StackGuardMprotect, e);
-  if (::mprotect(addr, length, prot) != 0) return fail(Step::StackGuardMprotect, errno);
+Result<void> mprotect(void* addr, std::size_t length, int prot, Step step) {
+  if (int e = take_fault(Call::Mprotect)) return fail(step, e);
+  if (::mprotect(addr, length, prot) != 0) return fail(step, errno);
   return {};
 }
 
@@ -104,21 +104,11 @@ Result<bool> poll_readable(int fd, int timeout_ms) {
   }
 }
 
-Result<stack_t> sigaltstack(const stack_t* stack) {
+Result<stack_t> sigaltstack(const stack_t& stack) {
   if (int e = take_fault(Call::Sigaltstack)) return fail(Step::Sigaltstack, e);
-  stack_t disable{};
-  disable.ss_flags = SS_DISABLE;
   stack_t old{};
-  if (::sigaltstack(stack != nullptr ? stack : &disable, &old) != 0) {
-    return fail(Step::Sigaltstack, errno);
-  }
+  if (::sigaltstack(&stack, &old) != 0) return fail(Step::Sigaltstack, errno);
   return old;
-}
-
-Result<void> region_mprotect(void* addr, std::size_t length, int prot) {
-  if (int e = take_fault(Call::Mprotect)) return fail(Step::RegionMprotect, e);
-  if (::mprotect(addr, length, prot) != 0) return fail(Step::RegionMprotect, errno);
-  return {};
 }
 
 Result<void> uffd_ioctl(int fd, unsigned long request, void* arg, const char* what) {

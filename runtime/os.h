@@ -69,7 +69,9 @@ Result<pthread_t> pthread_create(const pthread_attr_t* attr, void* (*start)(void
 // A private anonymous mapping; `stack` adds MAP_STACK (no huge pages for thread stacks).
 Result<void*> mmap_anonymous(std::size_t length, int prot, bool stack = false);
 void munmap(void* addr, std::size_t length);
-Result<void> mprotect(void* addr, std::size_t length, int prot);
+// `step` names what the protection was for in an Error (a thread's guard page, a region's pages).
+Result<void> mprotect(void* addr, std::size_t length, int prot,
+                      Step step = Step::StackGuardMprotect);
 
 // A pidfd naming one thread (flags: PIDFD_THREAD) or process. Linux only.
 Result<int> pidfd_open(pid_t tid, unsigned flags);
@@ -79,13 +81,9 @@ Result<void> tgkill(pid_t tgid, pid_t tid, int sig);
 Result<bool> poll_readable(int fd, int timeout_ms);
 void close(int fd);
 
-// The calling thread's alternate signal stack: installs `stack` (nullptr: disables it) and
-// returns the one it replaces. Async-signal-safe, like the call itself.
-Result<stack_t> sigaltstack(const stack_t* stack);
-
-// mprotect for a ProtectedRegion: the same call as mprotect(), its own fault-injection point and
-// step, so a test can fail a region's protection without failing thread stacks.
-Result<void> region_mprotect(void* addr, std::size_t length, int prot);
+// Installs `stack` as the calling thread's alternate signal stack and returns the one it
+// replaces. Async-signal-safe, like the call itself.
+Result<stack_t> sigaltstack(const stack_t& stack);
 
 // Linux: userfaultfd(2) with O_CLOEXEC | O_NONBLOCK and `flags` (UFFD_USER_MODE_ONLY);
 // Darwin: ENOSYS. The ioctls on it go through uffd_ioctl, whose detail names the request.

@@ -67,6 +67,8 @@ class ManagerCore {
 
   // Unmaps the record's stack, if it holds one.
   static void unmap_stack(Tcr* t);
+  // Unmaps an adopted thread's separate alternate signal stack, if it holds one.
+  static void unmap_alt_stack(Tcr* t);
   // Under the lock: hands a Dead thread to the reaper.
   void push_zombie_locked(Tcr* t);
 

@@ -103,13 +103,19 @@ void ManagerCore::unmap_stack(Tcr* t) {
   t->m_stack_map = nullptr;
 }
 
+void ManagerCore::unmap_alt_stack(Tcr* t) {
+  if (t->m_alt_map == nullptr) return;
+  os::munmap(t->m_alt_map, t->m_alt_map_size);
+  t->m_alt_map = nullptr;
+}
+
 Result<void> ManagerCore::attach_thread_state(Tcr* t) {
   // The alternate signal stack first: from here on a fault handler has room even when the
   // thread's own stack is exhausted. The one it replaces comes back at step 4.
   stack_t alt{};
   alt.ss_sp = t->m_alt_stack;
   alt.ss_size = t->m_alt_stack_size;
-  Result<stack_t> prev = os::sigaltstack(&alt);
+  Result<stack_t> prev = os::sigaltstack(alt);
   if (!prev) return std::unexpected(prev.error());
   t->m_prev_alt_stack = *prev;
   if (Result<void> r = detail::attach_extensions(*t, &t->m_extensions); !r) {
@@ -141,24 +147,17 @@ void ManagerCore::restore_alt_stack(Tcr* t) {
     t->m_alt_stack_size = 0;
     return;
   }
-  // Otherwise releasing: the previous stack was valid when it was installed, so putting it back
-  // (or disabling ours) does not fail.
-  const bool had = (t->m_prev_alt_stack.ss_flags & SS_DISABLE) == 0 &&
-                   t->m_prev_alt_stack.ss_sp != nullptr;
-  stack_t prev = t->m_prev_alt_stack;
-  prev.ss_flags = 0;
-  if (had) {
-    ::sigaltstack(&prev, nullptr);
-  } else {
-    stack_t off{};
-    off.ss_flags = SS_DISABLE;
-    ::sigaltstack(&off, nullptr);
+  // Otherwise releasing, with the raw call (a release is not fault-injected): the previous stack
+  // was valid when it was installed, so putting it back (or disabling ours, if there was none)
+  // does not fail.
+  stack_t back = t->m_prev_alt_stack;
+  if ((back.ss_flags & SS_DISABLE) != 0 || back.ss_sp == nullptr) {
+    back = stack_t{};
+    back.ss_flags = SS_DISABLE;
   }
+  ::sigaltstack(&back, nullptr);
   t->m_prev_alt_stack = stack_t{};
-  if (t->m_alt_map != nullptr) {
-    os::munmap(t->m_alt_map, t->m_alt_map_size);
-    t->m_alt_map = nullptr;
-  }
+  unmap_alt_stack(t);
   t->m_alt_stack = nullptr;
   t->m_alt_stack_size = 0;
 }
@@ -230,10 +229,7 @@ void ManagerCore::free_record_locked(Tcr* t) {
 
 void ManagerCore::abandon_record(Tcr* t) {
   unmap_stack(t);
-  if (t->m_alt_map != nullptr) {  // an adoption that failed after mapping its alternate stack
-    os::munmap(t->m_alt_map, t->m_alt_map_size);
-    t->m_alt_map = nullptr;
-  }
+  unmap_alt_stack(t);  // an adoption that failed after mapping its alternate stack
   t->m_handle.release();
   HandleTable::instance().detach_chain(t->m_handle_chain);
   t->m_fn = nullptr;

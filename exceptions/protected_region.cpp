@@ -24,18 +24,21 @@ std::size_t system_page_size() {
   return s_page;
 }
 
-// Whether the mode's kernel side opens; the error says why not.
-Result<void> available(TrapMode mode) {
+// Opens the mode's kernel side (once per process; later calls find it open) and, given a core,
+// points it there. The error says why the mode is not available.
+Result<void> open_mode(TrapMode mode, detail::RegionCore* core = nullptr) {
   switch (mode) {
     case TrapMode::Signal: return {};
     case TrapMode::Listener: {
       Result<detail::ListenerBackend*> b = detail::listener_backend();
       if (!b) return std::unexpected(b.error());
+      if (core != nullptr) core->listener = *b;
       return {};
     }
     case TrapMode::Async: {
       Result<detail::AsyncTracker*> a = detail::AsyncTracker::instance();
       if (!a) return std::unexpected(a.error());
+      if (core != nullptr) core->async = *a;
       return {};
     }
   }
@@ -84,7 +87,7 @@ const char* to_string(TrapMode mode) {
 
 TrapMode best_trap_mode() {
   TrapMode mode = TrapMode::Async;
-  while (mode != TrapMode::Signal && !available(mode)) mode = next_best(mode);
+  while (mode != TrapMode::Signal && !open_mode(mode)) mode = next_best(mode);
   static std::once_flag s_once;
   std::call_once(s_once, [&] { log::info("ProtectedRegion: best mode here is {}", to_string(mode)); });
   return mode;
@@ -109,8 +112,9 @@ Result<std::unique_ptr<ProtectedRegion>> ProtectedRegion::create(void* base, std
 
   // Not value_or: that would probe every mode (opening userfaultfds) even when one is named.
   TrapMode mode = options.mode ? *options.mode : best_trap_mode();
+  auto core = std::make_unique<detail::RegionCore>();
   for (;;) {
-    Result<void> ok = available(mode);
+    Result<void> ok = open_mode(mode, core.get());
     if (ok) break;
     if (!options.fall_back) {
       Error e = ok.error();
@@ -123,7 +127,6 @@ Result<std::unique_ptr<ProtectedRegion>> ProtectedRegion::create(void* base, std
     mode = next_best(mode);
   }
 
-  auto core = std::make_unique<detail::RegionCore>();
   core->base = static_cast<char*>(base);
   core->length = length;
   core->page_size = page;
@@ -144,10 +147,8 @@ Result<std::unique_ptr<ProtectedRegion>> ProtectedRegion::create(void* base, std
   if (Result<void> r = detail::add_region(core.get()); !r) return std::unexpected(r.error());
   Result<void> registered;
   if (mode == TrapMode::Listener) {
-    core->listener = *detail::listener_backend();  // available() opened it
     registered = core->listener->register_range(base, length);
   } else if (mode == TrapMode::Async) {
-    core->async = *detail::AsyncTracker::instance();
     registered = core->async->register_range(base, length);
   }
   if (!registered) {

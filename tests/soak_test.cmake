@@ -76,29 +76,23 @@ if(TARGET tcr-soak)
 endif()
 
 if(TARGET tcr-bench)
-  # Small enough to take a second or two: it checks that every variant runs and reports.
-  add_test(NAME Bench.SpawnReportsEveryVariant
-           COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench>
-                   "-DARGS=spawn --threads 200 --rounds 3 --history-window 500 --history-after 2000 --fd-high-water 2000 --json"
-                   "-DKEYS=bench variants.pthread.us_per_thread variants.gc_pthread.us_per_thread variants.tcr_join.us_per_thread variants.tcr_detach.us_per_thread variants.tcr_join.ratio_to_pthread history.ratio fd_high_water.ratio_after seconds"
-                   -P ${CMAKE_CURRENT_LIST_FILE})
-  set_tests_properties(Bench.SpawnReportsEveryVariant PROPERTIES LABELS bench TIMEOUT 180)
-  add_test(NAME Bench.HandlesReportsBothTables
-           COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench>
-                   "-DARGS=handles --fds 2000 --calls 2000 --rounds 3 --json"
-                   "-DKEYS=bench high_water_fds ns_small_table ns_after_high_water ratio"
-                   -P ${CMAKE_CURRENT_LIST_FILE})
-  set_tests_properties(Bench.HandlesReportsBothTables PROPERTIES LABELS bench TIMEOUT 60)
-  add_test(NAME Bench.StopWorldReportsBothVariants
-           COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench>
-                   "-DARGS=stop-world --threads 1 8 --stops 20 --json"
-                   "-DKEYS=bench rows.0.threads rows.0.tcr_us rows.0.boehm_us rows.1.ratio"
-                   -P ${CMAKE_CURRENT_LIST_FILE})
-  set_tests_properties(Bench.StopWorldReportsBothVariants PROPERTIES LABELS bench TIMEOUT 60)
-  add_test(NAME Bench.TrapsReportsEveryMode
-           COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench>
-                   "-DARGS=traps --pages 256 --rounds 3 --json"
-                   "-DKEYS=bench pages modes.0.first_write_ns modes.1.first_write_ns modes.1.collect_us_per_1000_pages modes.1.vs_signal"
-                   -P ${CMAKE_CURRENT_LIST_FILE})
-  set_tests_properties(Bench.TrapsReportsEveryMode PROPERTIES LABELS bench TIMEOUT 60)
+  # Each is small enough to take a second or two: it checks that the subcommand runs and reports.
+  function(tcr_bench_smoke_test name timeout args keys)
+    add_test(NAME ${name}
+             COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench> "-DARGS=${args}"
+                     "-DKEYS=${keys}" -P ${CMAKE_CURRENT_FUNCTION_LIST_FILE})
+    set_tests_properties(${name} PROPERTIES LABELS bench TIMEOUT ${timeout})
+  endfunction()
+  tcr_bench_smoke_test(Bench.SpawnReportsEveryVariant 180
+    "spawn --threads 200 --rounds 3 --history-window 500 --history-after 2000 --fd-high-water 2000 --json"
+    "bench variants.pthread.us_per_thread variants.gc_pthread.us_per_thread variants.tcr_join.us_per_thread variants.tcr_detach.us_per_thread variants.tcr_join.ratio_to_pthread history.ratio fd_high_water.ratio_after seconds")
+  tcr_bench_smoke_test(Bench.HandlesReportsBothTables 60
+    "handles --fds 2000 --calls 2000 --rounds 3 --json"
+    "bench high_water_fds ns_small_table ns_after_high_water ratio")
+  tcr_bench_smoke_test(Bench.StopWorldReportsBothVariants 60
+    "stop-world --threads 1 8 --stops 20 --json"
+    "bench rows.0.threads rows.0.tcr_us rows.0.boehm_us rows.1.ratio")
+  tcr_bench_smoke_test(Bench.TrapsReportsEveryMode 60
+    "traps --pages 256 --rounds 3 --json"
+    "bench pages modes.0.first_write_ns modes.1.first_write_ns modes.1.collect_us_per_1000_pages modes.1.vs_signal")
 endif()

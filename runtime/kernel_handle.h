@@ -34,6 +34,7 @@ class SignalPermit {
  private:
   SignalPermit() = default;
   friend class ThreadManager;
+  friend class ManagerCore;
   friend class SignalPermitForTesting;
 };
 

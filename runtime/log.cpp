@@ -8,8 +8,11 @@
 namespace tcr::log {
 
 spdlog::logger& logger() {
-  // Built once; the shared_ptr keeps it alive past spdlog::shutdown() for late thread exits.
-  static const std::shared_ptr<spdlog::logger> s_logger = [] {
+  // Built once and never destroyed: a ThreadManager with static storage duration (or a thread
+  // that exits while the process exits) logs from destructors that run after every function-local
+  // static built later than the manager, this one included. The shared_ptr, never released,
+  // keeps the logger alive past spdlog's registry and spdlog::shutdown() too.
+  static const std::shared_ptr<spdlog::logger>* const s_logger = new std::shared_ptr<spdlog::logger>([] {
     std::shared_ptr<spdlog::logger> l = spdlog::get("tcr");
     if (!l) l = spdlog::stderr_color_mt("tcr");
     spdlog::level::level_enum level = spdlog::level::warn;
@@ -25,8 +28,8 @@ spdlog::logger& logger() {
     }
     l->set_level(level);
     return l;
-  }();
-  return *s_logger;
+  }());
+  return **s_logger;
 }
 
 }  // namespace tcr::log

@@ -100,10 +100,12 @@ pid_t gettid();
 
 // ---- thread plumbing whose spelling differs per platform (not fault-injected: no acquisition) --
 
-// Joins `thread` if it has ended: true when joined, false while it still runs. Linux:
-// pthread_tryjoin_np. Darwin has no try-join; it joins, which is brief for the only callers: threads
-// that are past shutdown_thread_tcr and only returning from their start routine.
-bool try_join(pthread_t thread);
+// Joins `thread` if it has ended. NotJoinable: the thread detached itself (EINVAL), so its end
+// must be learnt another way. Linux: pthread_tryjoin_np. Darwin has no try-join; it joins, which is
+// brief for the only callers: threads that are past shutdown_thread_tcr and only returning from
+// their start routine.
+enum class TryJoin : std::uint8_t { Joined, Running, NotJoinable };
+TryJoin try_join(pthread_t thread);
 // The calling thread's name as the debugger and /proc show it (truncated to the OS's limit).
 void set_current_thread_name(const char* name);
 // The calling thread's stack [low, high), or false if the OS cannot tell.

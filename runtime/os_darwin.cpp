@@ -62,9 +62,9 @@ Result<int> eventfd() { return fail(Step::Eventfd, ENOSYS); }
 
 pid_t gettid() { return static_cast<pid_t>(::pthread_mach_thread_np(::pthread_self())); }
 
-bool try_join(pthread_t thread) {
-  ::pthread_join(thread, nullptr);  // no try-join on Darwin; see os.h
-  return true;
+TryJoin try_join(pthread_t thread) {
+  // No try-join on Darwin; see os.h.
+  return ::pthread_join(thread, nullptr) == EINVAL ? TryJoin::NotJoinable : TryJoin::Joined;
 }
 
 void set_current_thread_name(const char* name) { ::pthread_setname_np(name); }

@@ -81,9 +81,11 @@ Result<int> eventfd() {
 
 pid_t gettid() { return static_cast<pid_t>(::syscall(SYS_gettid)); }
 
-bool try_join(pthread_t thread) {
+TryJoin try_join(pthread_t thread) {
   const int rc = ::pthread_tryjoin_np(thread, nullptr);
-  return rc != EBUSY;  // 0, or an error that says there is nothing left to join
+  if (rc == EBUSY) return TryJoin::Running;
+  if (rc == EINVAL) return TryJoin::NotJoinable;
+  return TryJoin::Joined;  // 0, or ESRCH: nothing left to join
 }
 
 void set_current_thread_name(const char* name) {

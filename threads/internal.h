@@ -58,7 +58,23 @@ struct StopWorldAccess {
   static void release_stop_at_exit(Tcr& t);
 };
 
+// The lock of a thread's interrupt mailbox, held with the manager's signals blocked: a thread is
+// never suspended (or interrupted) while it holds it, so the thread holding the world stopped
+// can queue work for the threads it stopped.
+class MailboxLock {
+ public:
+  explicit MailboxLock(Tcr& t);
+  ~MailboxLock();
+  MailboxLock(const MailboxLock&) = delete;
+  MailboxLock& operator=(const MailboxLock&) = delete;
+
+ private:
+  Tcr& m_tcr;
+  sigset_t m_old_mask;
+};
+
 struct InterruptAccess {
+  static void set_running(Tcr& t, bool running);
   static std::shared_ptr<InterruptState> pop(Tcr& t, bool close_when_empty);
   static void run_one(Tcr& t, InterruptState& st);
   // The interrupt signal's handler body (async-signal-safe): wakes the thread's manager wait.

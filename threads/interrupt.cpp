@@ -3,6 +3,7 @@
 #include "threads/interrupt.h"
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <exception>
 #include <new>
@@ -43,25 +44,34 @@ Result<void> InterruptTicket::wait() const {
 
 namespace detail {
 
+MailboxLock::MailboxLock(Tcr& t) : m_tcr(t) {
+  block_manager_signals(&m_old_mask);
+  t.m_mailbox_mutex.lock();
+}
+
+MailboxLock::~MailboxLock() {
+  m_tcr.m_mailbox_mutex.unlock();
+  pthread_sigmask(SIG_SETMASK, &m_old_mask, nullptr);
+}
+
 // Runs one closure on its thread. It counts as delivered once it has run, also when it throws
-// (logged) or unwinds the thread (pthread_exit: the unwinding goes on after the outcome is set).
+// (logged, whatever it threw) or unwinds the thread (pthread_exit: the unwinding goes on after
+// the outcome is set).
 void InterruptAccess::run_one(Tcr& t, InterruptState& st) {
   struct Settle {
     InterruptState& st;
-    ~Settle() { st.settle(InterruptOutcome::Delivered); }
-  } settle{st};
-  int cancel_state = PTHREAD_CANCEL_DISABLE;
-  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
-  try {
-    st.fn(t);
-  } catch (const std::exception& e) {
-    log::warn("thread #{} '{}': interrupt closure threw: {}", t.id(), t.name(), e.what());
-  }
-  pthread_setcancelstate(cancel_state, nullptr);
+    int cancel_state;
+    ~Settle() {
+      pthread_setcancelstate(cancel_state, nullptr);
+      st.settle(InterruptOutcome::Delivered);
+    }
+  } settle{st, PTHREAD_CANCEL_DISABLE};
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &settle.cancel_state);
+  ManagerCore::run_interrupt_closure(st.fn, t);
 }
 
 std::shared_ptr<InterruptState> InterruptAccess::pop(Tcr& t, bool close_when_empty) {
-  std::lock_guard lock(t.m_mailbox_mutex);
+  MailboxLock lock(t);
   if (t.m_mailbox.empty()) {
     t.m_interrupt_pending.store(false, std::memory_order_relaxed);
     if (close_when_empty) t.m_mailbox_open = false;
@@ -73,7 +83,11 @@ std::shared_ptr<InterruptState> InterruptAccess::pop(Tcr& t, bool close_when_emp
 }
 
 void InterruptAccess::wake_from_handler(Tcr& t) {
-  if (std::atomic<std::uint32_t>* word = t.m_wait_word.load(std::memory_order_relaxed)) {
+  // First: an interrupt() from now on sends a signal of its own (this one is spent). Before the
+  // wait word is read, so a wait that begins after this load is woken by that next signal, or
+  // sees m_interrupt_pending itself before it sleeps.
+  t.m_wake_signal_pending.store(false, std::memory_order_seq_cst);
+  if (std::atomic<std::uint32_t>* word = t.m_wait_word.load(std::memory_order_seq_cst)) {
     word->fetch_add(1, std::memory_order_seq_cst);
     os::wake_address(word, true);
   }
@@ -86,29 +100,40 @@ bool InterruptAccess::can_run(const Tcr& t) {
   return !t.m_running_interrupts && t.m_blocking_depth == 0;
 }
 
+namespace {
+// Marks the thread as running its closures for as long as the scope lasts, also when a closure
+// unwinds the thread (pthread_exit), so the mark never outlives the closures.
+struct RunningInterrupts {
+  Tcr& t;
+  explicit RunningInterrupts(Tcr& tcr) : t(tcr) { InterruptAccess::set_running(t, true); }
+  ~RunningInterrupts() { InterruptAccess::set_running(t, false); }
+};
+}  // namespace
+
+void InterruptAccess::set_running(Tcr& t, bool running) { t.m_running_interrupts = running; }
+
 std::size_t InterruptAccess::run_pending(Tcr& t) {
   if (!t.m_interrupt_pending.load(std::memory_order_acquire) || !can_run(t)) return 0;
-  t.m_running_interrupts = true;
+  RunningInterrupts running(t);
   std::size_t ran = 0;
   while (std::shared_ptr<InterruptState> next = pop(t, false)) {
     run_one(t, *next);
     ++ran;
   }
-  t.m_running_interrupts = false;
   return ran;
 }
 
 void InterruptAccess::drain_at_exit(Tcr& t) {
-  t.m_running_interrupts = true;
+  RunningInterrupts running(t);
   while (std::shared_ptr<InterruptState> next = pop(t, true)) run_one(t, *next);
-  t.m_running_interrupts = false;
 }
 
 void InterruptAccess::open(Tcr& t) {
-  std::lock_guard lock(t.m_mailbox_mutex);
+  MailboxLock lock(t);
   t.m_mailbox.clear();
   t.m_mailbox_open = true;
   t.m_interrupt_pending.store(false, std::memory_order_relaxed);
+  t.m_wake_signal_pending.store(false, std::memory_order_relaxed);
   t.m_running_interrupts = false;
   t.m_wait_word.store(nullptr, std::memory_order_relaxed);
 }
@@ -120,7 +145,6 @@ void InterruptAccess::open(Tcr& t) {
 Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunction fn) {
   ManagerCore& core = *m_core;
   if (!fn) return fail(Step::BadArgument, 0, "interrupt: empty closure");
-  if (!ref.valid()) return fail(Step::BadArgument, 0, "interrupt: empty ThreadRef");
   std::shared_ptr<detail::InterruptState> st;
   try {
     st = std::make_shared<detail::InterruptState>();
@@ -133,14 +157,18 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
   // Under the registry lock: the record cannot be reaped and reused while it is checked and
   // signalled, and (tgkill mode) the tid is still this thread's.
   std::lock_guard lock(core.mutex);
+  // The manager is checked before the record is touched (another manager's may be freed); a
+  // stale ref is no error here: its thread exited (ids are never reused), so Undelivered.
+  Result<Tcr*> found = core.record_of(ref, "interrupt");
+  if (!found && found.error().step != Step::StaleThread) return std::unexpected(found.error());
   Tcr* t = ref.m_tcr;
-  const TcrState state = t->state();
-  if (t->m_id != ref.m_id || (state != TcrState::Running && state != TcrState::Exiting)) {
-    st->settle(InterruptOutcome::Undelivered);  // it exited (ids are never reused)
+  const TcrState state = found ? t->state() : TcrState::Dead;
+  if (state != TcrState::Running && state != TcrState::Exiting) {
+    st->settle(InterruptOutcome::Undelivered);
     return ticket;
   }
   {
-    std::lock_guard mailbox(t->m_mailbox_mutex);
+    detail::MailboxLock mailbox(*t);
     if (!t->m_mailbox_open) {
       st->settle(InterruptOutcome::Undelivered);  // past its last safe point
       return ticket;
@@ -150,12 +178,16 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
     } catch (const std::bad_alloc&) {
       return fail(Step::TcrAllocate, ENOMEM, "interrupt mailbox");
     }
-    t->m_interrupt_pending.store(true, std::memory_order_release);
+    t->m_interrupt_pending.store(true, std::memory_order_seq_cst);
   }
+  // One wake-up signal at a time: while one is on its way (its handler has not run), it will
+  // wake whatever wait the thread is in, and that wait sees the closure queued above.
+  if (t->m_wake_signal_pending.exchange(true, std::memory_order_seq_cst)) return ticket;
   Result<void> sent = t->m_handle.signal(detail::manager_signals().interrupt, SignalPermit{});
   if (!sent) {
+    t->m_wake_signal_pending.store(false, std::memory_order_seq_cst);
     // Not woken, so not queued either: take the closure back unless the thread already has it.
-    std::lock_guard mailbox(t->m_mailbox_mutex);
+    detail::MailboxLock mailbox(*t);
     for (auto it = t->m_mailbox.begin(); it != t->m_mailbox.end(); ++it) {
       if (*it == st) {
         t->m_mailbox.erase(it);

@@ -37,6 +37,9 @@ class ManagerCore {
 
   const ManagerOptions options;
   const HandleMode mode;
+  // Unique in the process and never reused: ThreadRefs carry it, so a ref from another manager
+  // is refused without touching its record.
+  const std::uint64_t serial;
   gc::RootArena slot_arena;  // TCR slot blocks (under mutex)
 
   mutable std::mutex mutex;
@@ -55,11 +58,30 @@ class ManagerCore {
   // record to the free list. The caller must have made sure nothing else can reach the record.
   void reap_record(Tcr* t);
 
+  // Whether the calling thread holds a stopped world (of its own manager: the only one it may
+  // stop). Then it must not wait for any thread to finish: spawn, join, reap(wait), shutdown and
+  // the manager's destructor refuse.
+  static bool caller_holds_a_stop();
+  // Waits until a Dead thread's OS thread is gone (pthread_join); false when the thread had
+  // detached itself (pthread_detach), which is then waited out through its kernel handle.
+  bool join_os_thread(Tcr* t);
+  // Without waiting (under the registry lock): whether the OS thread is gone, joined if it can be.
+  bool try_join_os_thread(Tcr* t);
+  static void mark_self_detached(Tcr* t);
+  static void wait_self_detached_gone(Tcr* t);
+  static bool os_thread_alive(const Tcr* t);
+
   // Enter the registry as Running / leave it as Dead (the caller holds `lock` on mutex). Both
   // wait at the gate while the world is stopped, so a StoppedWorld's list stays exact.
   void enter_registry(Tcr* t);
   void leave_registry(std::unique_lock<std::mutex>& lock, Tcr* t);
   void wait_for_world(std::unique_lock<std::mutex>& lock);
+
+  // The record a ThreadRef names, if it still does (caller holds the registry lock). BadArgument
+  // for an empty ref or one from another manager (checked before the record is touched: it may
+  // be freed); StaleThread once the record was reaped (and perhaps reused under another id).
+  Result<Tcr*> record_of(ThreadRef ref, const char* op) const;
+  ThreadRef ref_to(Tcr* t) const { return ThreadRef(t, t->m_id, serial); }
 
   // Whether a thread is to be registered with the GC; BadArgument when asked of a manager
   // created without the GC.
@@ -84,9 +106,14 @@ class ManagerCore {
   static Result<void> attach_thread_state(Tcr* t);
   static void detach_thread_state(Tcr* t);
   static void restore_alt_stack(Tcr* t);
+  // shutdown_thread_tcr's steps 2 to 7 (threads/shutdown.cpp).
+  static void finish_shutdown(Tcr& t, int cancel_state);
   // Runs one exit hook (shutdown step 1); an exception is logged and ignored. A hook that exits
   // the thread (pthread_exit) would leave the teardown half done: that is fatal, and said so.
   static void run_exit_hook(const std::function<void(Tcr&)>& hook, Tcr& t);
+  // Runs one interrupt closure; whatever it throws is logged and ignored (nothing escapes into
+  // the safe point that ran it). pthread_exit inside it unwinds on.
+  static void run_interrupt_closure(const InterruptFunction& fn, Tcr& t);
 
   // Registry and lists (under mutex).
   std::vector<Tcr*> registry;

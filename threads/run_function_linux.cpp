@@ -31,11 +31,30 @@ __attribute__((no_sanitize("null"))) void ManagerCore::run_exit_hook(
   try {
     hook(t);
   } catch (abi::__forced_unwind&) {
-    log::error("exit hook of thread #{} '{}' called pthread_exit: exit hooks must return",
-               t.m_id, t.m_name);
-    std::terminate();
+    // pthread_exit in an exit hook: the thread's teardown finishes as the unwind passes through
+    // shutdown_thread_tcr (its ExitUnwind guard); the hooks after this one do not run.
+    log::warn("exit hook of thread #{} '{}' called pthread_exit: the later hooks are skipped",
+              t.m_id, t.m_name);
+    throw;
+  } catch (const std::exception& e) {
+    log::error("exit hook of thread #{} '{}' threw: {}; ignored", t.m_id, t.m_name, e.what());
   } catch (...) {
-    log::error("exit hook of thread #{} '{}' threw; ignored", t.m_id, t.m_name);
+    log::error("exit hook of thread #{} '{}' threw a non-standard exception; ignored", t.m_id,
+               t.m_name);
+  }
+}
+
+__attribute__((no_sanitize("null"))) void ManagerCore::run_interrupt_closure(
+    const InterruptFunction& fn, Tcr& t) {
+  try {
+    fn(t);
+  } catch (abi::__forced_unwind&) {
+    throw;  // pthread_exit or cancellation in the closure: swallowing it aborts the process
+  } catch (const std::exception& e) {
+    log::warn("thread #{} '{}': interrupt closure threw: {}", t.m_id, t.m_name, e.what());
+  } catch (...) {
+    log::warn("thread #{} '{}': interrupt closure threw a non-standard exception", t.m_id,
+              t.m_name);
   }
 }
 

@@ -16,14 +16,30 @@
 
 namespace tcr {
 
+namespace {
+
+// Step 1 runs user code (interrupt closures, exit hooks) that may call pthread_exit: its forced
+// unwind passes through here, and the teardown finishes on the way (a thread left Exiting in the
+// registry would hang join and shutdown). The unwind then goes on to end the thread.
+struct ExitUnwind {
+  Tcr& t;
+  int cancel_state;
+  bool done = false;
+  ~ExitUnwind() {
+    if (!done) ManagerCore::finish_shutdown(t, cancel_state);
+  }
+};
+
+}  // namespace
+
 void shutdown_thread_tcr(Tcr& t, void* result) {
-  ManagerCore& core = *t.m_core;
   // No cancellation inside the teardown (a log write is a cancellation point); an adopted thread
   // that releases itself early gets its own setting back at the end.
   int cancel_state = PTHREAD_CANCEL_DISABLE;
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
   t.m_state.store(TcrState::Exiting, std::memory_order_release);
-  // A thread that returns while holding the world stopped would wait at step 6 for itself.
+  // A thread that returns while holding the world stopped would wait at step 6 for itself, and
+  // its closures and hooks would run holding Boehm's allocation lock.
   detail::StopWorldAccess::release_stop_at_exit(t);
 
   // 1. The thread's last safe point: interrupts queued before now run here, on this thread, and
@@ -34,11 +50,22 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
   //    with the GC (hooks may allocate), reachable by signals and still in the registry. Then the
   //    result is published into a GC-visible slot, so a GC pointer returned by the thread stays
   //    alive until join reads it.
+  //    A closure or hook may itself stop the world and not resume it: that stop is released
+  //    after them (step 3 would otherwise wait in Boehm for the lock this thread holds).
+  ExitUnwind unwind{t, cancel_state};
+  t.m_slots[Tcr::kResultSlot] = result;  // already, in case a closure or hook unwinds the thread
   detail::InterruptAccess::drain_at_exit(t);
-  for (const std::function<void(Tcr&)>& hook : core.options.exit_hooks) {
+  for (const std::function<void(Tcr&)>& hook : t.m_core->options.exit_hooks) {
     ManagerCore::run_exit_hook(hook, t);
   }
-  t.m_slots[Tcr::kResultSlot] = result;
+  unwind.done = true;
+  ManagerCore::finish_shutdown(t, cancel_state);
+}
+
+// Steps 2 to 7, also run when step 1 is cut short by pthread_exit.
+void ManagerCore::finish_shutdown(Tcr& t, int cancel_state) {
+  ManagerCore& core = *t.m_core;
+  detail::StopWorldAccess::release_stop_at_exit(t);
 
   // 2. From here on the thread must not take part in a handshake it cannot finish: the manager's
   //    suspend and interrupt signals are blocked, and a stop-the-world that asked for this
@@ -60,7 +87,7 @@ void shutdown_thread_tcr(Tcr& t, void* result) {
   //    the manager's are blocked since step 2; a fault from here on (there should be none) runs
   //    on the thread's own stack. An adopted thread's separate alternate stack is unmapped here;
   //    a spawned thread's lives in its stack mapping and goes with it when the thread is reaped.
-  ManagerCore::detach_thread_state(&t);
+  detach_thread_state(&t);
 
   // 5. Normalize the kernel handle to exactly one reference. Linux: the TCR's own pidfd stays
   //    open; any other pidfd opened for this thread (a runtime that asked for "its" handle again,

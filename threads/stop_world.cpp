@@ -135,7 +135,6 @@ void StopWorldAccess::reset(Tcr& t) {
 void StopWorldAccess::release_stop_at_exit(Tcr& t) {
   ManagerCore& core = *t.m_core;
   if (core.stop_owner.load(std::memory_order_acquire) != &t) return;
-  log::error("thread #{} '{}' exited holding the world stopped; resuming it", t.id(), t.name());
   {
     std::lock_guard lock(core.mutex);
     StopWorldAccess::resume_locked(core, core.stop_epoch, core.stop_holds_gc_lock);
@@ -143,6 +142,8 @@ void StopWorldAccess::release_stop_at_exit(Tcr& t) {
     core.stop_depth = 0;
   }
   core.stop_mutex.unlock();
+  // Said only now: a stopped thread may hold the logger's lock.
+  log::error("thread #{} '{}' exited holding the world stopped; resumed it", t.id(), t.name());
 }
 
 }  // namespace detail
@@ -211,10 +212,12 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
   const std::uint64_t epoch = ++core.stop_epoch;
   core.world_stopped = true;  // the gate: no thread enters or leaves the registry until resume
 
-  // One signal to a target. EAGAIN (the real-time signal queue is full) counts as sent: the wait
-  // below sends it again. Any other error names the thread it was for.
-  const auto send_suspend = [&](Tcr* t) -> std::optional<Error> {
+  // One signal to a target: true when it is queued for the thread. EAGAIN (the real-time signal
+  // queue is full: RLIMIT_SIGPENDING counts every pending signal of the user) is not an error
+  // yet: the wait below sends again. Any other error names the thread it was for.
+  const auto send_suspend = [&](Tcr* t, bool* queued) -> std::optional<Error> {
     Result<void> sent = t->m_handle.signal(signals.suspend, permit);
+    *queued = sent.has_value();
     if (sent || sent.error().code == EAGAIN) return std::nullopt;
     Error e = sent.error();
     e.detail = "suspending thread #" + std::to_string(t->m_id);
@@ -222,6 +225,7 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
   };
 
   std::optional<Error> failure;
+  std::size_t unsent = 0;  // stop_waiting[unsent..] got their signal; the first ones wait for one
   for (Tcr* t : core.registry) {
     if (t == self) continue;
     t->m_stop_request.store(epoch, std::memory_order_seq_cst);
@@ -232,37 +236,52 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
           how == detail::Claim::Blocking ? StopKind::Blocking : StopKind::Exiting);
       continue;
     }
+    bool queued = true;
     if (how == detail::Claim::Signal) {
-      failure = send_suspend(t);
+      failure = send_suspend(t, &queued);
       if (failure) break;
     }
     core.stop_waiting.push_back(t);
+    if (!queued) std::swap(core.stop_waiting[unsent++], core.stop_waiting.back());
   }
 
   // Collect the acknowledgements. Each thread posts its own semaphore, so a slow one delays only
-  // its own entry; a signal that went missing is sent again after a timed wait.
+  // its own entry. A queued real-time signal is not lost (a thread that blocks it gets it when
+  // it unblocks, or acknowledges as Exiting), so it is never sent twice: resends would only
+  // fill the queue. Only a signal the full queue refused is sent again, with backoff, for at
+  // most kQueueFullLimit; then the stop says it could not signal the thread.
+  constexpr auto kQueueFullLimit = std::chrono::seconds(2);
   const auto timeout = core.options.stop_timeout;
-  for (Tcr* t : core.stop_waiting) {
+  for (std::size_t i = 0; i < core.stop_waiting.size() && !failure; ++i) {
+    Tcr* t = core.stop_waiting[i];
     const auto started = std::chrono::steady_clock::now();
-    auto retry = std::chrono::milliseconds(2);
+    auto retry = std::chrono::milliseconds(1);
+    bool queued = i >= unsent;
     bool acked = false;
     while (!acked) {
       if (t->m_stop_ack_sem.wait_for(retry, Semaphore::Interrupts::Hold)) {
         acked = t->m_stop_ack.load(std::memory_order_acquire) == epoch;
         continue;  // false: a post left behind by an earlier stop that gave up
       }
-      if (timeout.count() > 0 && std::chrono::steady_clock::now() - started >= timeout) {
-        if (!failure) {
-          failure = Error{Step::StopTimeout, 0,
-                          "thread #" + std::to_string(t->m_id) + " (tid " +
-                              std::to_string(t->m_tid) + ") did not acknowledge",
-                          nullptr};
-        }
+      const auto waited = std::chrono::steady_clock::now() - started;
+      if (timeout.count() > 0 && waited >= timeout) {
+        failure = Error{Step::StopTimeout, 0,
+                        "thread #" + std::to_string(t->m_id) + " (tid " +
+                            std::to_string(t->m_tid) + ") did not acknowledge",
+                        nullptr};
         break;
       }
-      if (std::optional<Error> e = send_suspend(t)) {
-        if (!failure) failure = std::move(e);
-        break;
+      if (!queued) {
+        if (waited >= kQueueFullLimit) {
+          failure = Error{Step::PidfdSendSignal, EAGAIN,
+                          "suspending thread #" + std::to_string(t->m_id) +
+                              ": the real-time signal queue stayed full (RLIMIT_SIGPENDING)",
+                          nullptr};
+          if (core.mode == HandleMode::Tgkill) failure->step = Step::Tgkill;
+          break;
+        }
+        failure = send_suspend(t, &queued);
+        if (failure) break;
       }
       retry = std::min(retry * 2, std::chrono::milliseconds(100));
     }

@@ -40,6 +40,7 @@ namespace detail {
 struct InterruptState;  // threads/interrupt.h
 struct StopWorldAccess;  // threads/stop_world.cpp
 struct InterruptAccess;  // threads/interrupt.cpp
+class MailboxLock;       // threads/internal.h
 struct ExceptionsAccess;  // exceptions/tcr_access.h: the GC-trap layer's view of a Tcr
 }  // namespace detail
 void shutdown_thread_tcr(Tcr& t, void* result);  // threads/shutdown.cpp
@@ -117,6 +118,7 @@ class Tcr {
   friend class Semaphore;
   friend struct detail::StopWorldAccess;
   friend struct detail::InterruptAccess;
+  friend class detail::MailboxLock;
   friend struct detail::ExceptionsAccess;
   friend void shutdown_thread_tcr(Tcr& t, void* result);
   static constexpr std::size_t kArgumentSlot = 0;
@@ -138,6 +140,9 @@ class Tcr {
   bool m_detached = false;
   bool m_gc_registered = false;   // this manager registered it, so shutdown unregisters it
   bool m_joining = false;         // a join is under way or done
+  // The thread called pthread_detach on itself: it cannot be pthread_joined, so its end is read
+  // from its kernel handle before its stack is reused (ManagerCore::join_os_thread).
+  bool m_self_detached = false;
   // Our mapping: guard page, stack, guard page, alternate signal stack (low to high); nullptr
   // for adopted threads.
   void* m_stack_map = nullptr;
@@ -186,11 +191,17 @@ class Tcr {
   unsigned m_blocking_depth = 0;               // own thread only
 
   // process-interrupt (threads/interrupt.cpp). The mailbox is open from registry entry until
-  // the thread's exit drained it for the last time.
+  // the thread's exit drained it for the last time. Its lock is only ever held with the
+  // manager's signals blocked (detail::MailboxLock), so a suspended thread never holds it: the
+  // thread holding the world stopped may still interrupt the threads it stopped.
   std::mutex m_mailbox_mutex;
   std::deque<std::shared_ptr<detail::InterruptState>> m_mailbox;
   bool m_mailbox_open = false;
   std::atomic<bool> m_interrupt_pending{false};
+  // An interrupt signal was sent and its handler has not run yet: a later interrupt() sends none,
+  // so a thread that masks signals costs one queued real-time signal, not one per interrupt
+  // (RLIMIT_SIGPENDING is per user: filling it would starve every stop-the-world of signals).
+  std::atomic<bool> m_wake_signal_pending{false};
   // The futex word of the Semaphore this thread is blocked in, for its interrupt handler to bump.
   // Written by the thread, read by its own signal handler only.
   std::atomic<std::atomic<std::uint32_t>*> m_wait_word{nullptr};
@@ -204,8 +215,10 @@ class Tcr {
   std::shared_ptr<ManagerCore> m_core_ref;
 };
 
-// A reference to a thread that survives the thread: it names the Tcr *and* the id it had, so a
-// join or signal after the record was reaped and reused fails with StaleThread.
+// A reference to a thread that survives the thread: it names the Tcr, the id it had *and* the
+// manager it belongs to, so a join or signal after the record was reaped and reused fails with
+// StaleThread, and a ref handed to another manager fails with BadArgument before that manager
+// looks at the record (which may belong to a manager already destroyed).
 class ThreadRef {
  public:
   ThreadRef() = default;
@@ -216,9 +229,12 @@ class ThreadRef {
  private:
   friend class ThreadManager;
   friend class ManagerCore;
-  ThreadRef(Tcr* tcr, std::uint64_t id) : m_tcr(tcr), m_id(id) {}
+  ThreadRef(Tcr* tcr, std::uint64_t id, std::uint64_t manager)
+      : m_tcr(tcr), m_id(id), m_manager(manager) {}
   Tcr* m_tcr = nullptr;
   std::uint64_t m_id = 0;
+  // ManagerCore::serial of the owner: unique in the process, never reused (an address could be).
+  std::uint64_t m_manager = 0;
 };
 
 }  // namespace tcr

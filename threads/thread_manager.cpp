@@ -31,6 +31,7 @@ constexpr std::size_t kSlotWords = 2 + Tcr::kSlots;  // argument, result, user s
 // TCR ids are unique in the process, not per manager: they tag kernel handles in the one
 // process-wide HandleTable, whose dump must say unambiguously whose each fd is.
 std::atomic<std::uint64_t> g_next_id{1};
+std::atomic<std::uint64_t> g_next_manager{1};
 
 std::size_t page_size() {
   static const std::size_t s_page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
@@ -76,7 +77,10 @@ pthread_key_t adopted_key() {
 // ---- ManagerCore --------------------------------------------------------------------------------
 
 ManagerCore::ManagerCore(ManagerOptions opts, HandleMode handle_mode)
-    : options(std::move(opts)), mode(handle_mode), slot_arena(kSlotWords, options.gc) {}
+    : options(std::move(opts)),
+      mode(handle_mode),
+      serial(g_next_manager.fetch_add(1, std::memory_order_relaxed)),
+      slot_arena(kSlotWords, options.gc) {}
 
 ManagerCore::~ManagerCore() {
   // A listener looking a tid up (threads/tid_index.h) may be holding one of these records.
@@ -200,6 +204,7 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
   t->m_adopted = adopted;
   t->m_detached = false;
   t->m_joining = false;
+  t->m_self_detached = false;
   t->m_gc_registered = false;
   t->m_handshake = nullptr;
   t->m_exception = nullptr;
@@ -271,6 +276,64 @@ void ManagerCore::reap_record(Tcr* t) {
   }
   free_record_locked(t);
   ++stats.reaped;
+}
+
+bool ManagerCore::caller_holds_a_stop() {
+  // A thread belongs to one manager, and may stop only that manager's world.
+  const Tcr* self = Tcr::current();
+  return self != nullptr && self->m_core->stop_owner.load(std::memory_order_acquire) == self;
+}
+
+// A thread that detached itself (pthread_detach(pthread_self())) cannot be joined: pthread_join
+// answers EINVAL while it may still be running its last instructions on the stack we own. It is
+// gone once its kernel handle says so: a pidfd polls readable after the thread has left user
+// space for good; a tid that tgkill no longer finds has been released by the kernel.
+void ManagerCore::mark_self_detached(Tcr* t) {
+  if (t->m_self_detached) return;
+  t->m_self_detached = true;
+  log::error("thread #{} '{}' detached itself with pthread_detach(): tcr threads are detached "
+             "with ThreadManager::detach; its stack is reused only once it has ended",
+             t->m_id, t->m_name);
+}
+
+void ManagerCore::wait_self_detached_gone(Tcr* t) {
+  mark_self_detached(t);
+  while (os_thread_alive(t)) {
+    if (t->m_handle.mode() == HandleMode::Pidfd) {
+      (void)t->m_handle.wait_exit(100);
+    } else {
+      ::usleep(200);
+    }
+  }
+}
+
+bool ManagerCore::os_thread_alive(const Tcr* t) {
+  Result<bool> alive = t->m_handle.alive(SignalPermit{});
+  return alive && *alive;
+}
+
+bool ManagerCore::join_os_thread(Tcr* t) {
+  if (!t->m_self_detached) {
+    const int rc = pthread_join(t->m_pthread, nullptr);
+    if (rc == 0) return true;
+    if (rc != EINVAL) {
+      log::error("pthread_join of thread #{} failed: {}", t->m_id, std::strerror(rc));
+      return true;
+    }
+  }
+  wait_self_detached_gone(t);
+  return false;
+}
+
+bool ManagerCore::try_join_os_thread(Tcr* t) {
+  if (!t->m_self_detached) {
+    switch (os::try_join(t->m_pthread)) {
+      case os::TryJoin::Joined: return true;
+      case os::TryJoin::Running: return false;
+      case os::TryJoin::NotJoinable: mark_self_detached(t); break;
+    }
+  }
+  return !os_thread_alive(t);  // no waiting: the caller holds the registry lock
 }
 
 void ManagerCore::wait_for_world(std::unique_lock<std::mutex>& lock) {
@@ -418,20 +481,25 @@ Result<std::unique_ptr<ThreadManager>> ThreadManager::create(ManagerOptions opti
 ThreadManager::ThreadManager(std::shared_ptr<ManagerCore> core) : m_core(std::move(core)) {}
 
 ThreadManager::~ThreadManager() {
-  if (const Tcr* self = Tcr::current();
-      self != nullptr && self->m_core == m_core.get() && !self->m_adopted) {
-    // It would free the records that this thread and its siblings are running on. A destructor
-    // cannot return an error, and going on would be a use-after-free: stop here, and say why.
-    log::error("ThreadManager destroyed from its own thread #{} '{}': destroy it from a thread it "
-               "did not spawn",
-               self->m_id, self->m_name);
-    std::abort();
+  const Tcr* self = Tcr::current();
+  const bool own_thread = self != nullptr && self->m_core == m_core.get() && !self->m_adopted;
+  // Waiting here for the manager's threads would never end when the caller is one of them (it
+  // waits for itself: exit() called from a spawned thread runs a static manager's destructor
+  // there), or holds some manager's world stopped (the threads it waits for cannot finish).
+  // A destructor cannot answer an error, and freeing the records would pull them from under the
+  // threads running on them: the manager's state is left alive instead, unowned, for the process
+  // to end (or for its threads to finish on), and that is said.
+  if (own_thread || ManagerCore::caller_holds_a_stop()) {
+    log::error("ThreadManager destroyed from {} thread #{} '{}': its threads are left running "
+               "and its records are not freed; destroy it from a thread it did not spawn, "
+               "with no world stopped",
+               own_thread ? "its own" : "a world-stopping", self->m_id, self->m_name);
+    new std::shared_ptr<ManagerCore>(std::move(m_core));  // deliberately never released
+    return;
   }
   // A thread that adopted itself (often the main thread) and now destroys the manager is done
   // with it: release it here rather than at its exit, which may never come.
-  if (Tcr* self = Tcr::current(); self != nullptr && self->m_core == m_core.get()) {
-    (void)release_current_thread();
-  }
+  if (self != nullptr && self->m_core == m_core.get()) (void)release_current_thread();
   Result<void> r = shutdown();
   if (!r) log::warn("thread manager destroyed: {}", r.error().message());
   // Join what was never joined, so no OS thread or stack outlives the manager.
@@ -447,7 +515,7 @@ ThreadManager::~ThreadManager() {
   }
   for (Tcr* t : unjoined) {
     t->m_exited.wait(Semaphore::Interrupts::Hold);
-    pthread_join(t->m_pthread, nullptr);
+    m_core->join_os_thread(t);
     m_core->reap_record(t);
   }
   // Adopted threads still alive hold m_core; the last of them frees it when it exits.
@@ -457,7 +525,7 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
                                        SpawnOptions options) {
   ManagerCore& core = *m_core;
   if (!fn) return fail(Step::BadArgument, 0, "spawn: empty thread function");
-  if (world_stopped_by_caller()) {
+  if (ManagerCore::caller_holds_a_stop()) {
     return fail(Step::BadArgument, 0,
                 "spawn while this thread holds the world stopped: the new thread would wait for "
                 "resume_all");
@@ -469,7 +537,7 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   }
   const Result<bool> gc_register = core.gc_registration(options.gc, "spawn");
   if (!gc_register) return std::unexpected(gc_register.error());
-  reap(false);  // detached threads that finished since the last spawn
+  (void)reap(false);  // detached threads that finished since the last spawn
 
   Result<Tcr*> acquired = core.acquire_record(false);
   if (!acquired) return std::unexpected(acquired.error());
@@ -559,35 +627,34 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
     std::lock_guard lock(core.mutex);
     ++core.stats.spawned;
   }
-  return ThreadRef(t, id);
+  return ThreadRef(t, id, core.serial);
 }
 
-namespace {
-
-// The record a ThreadRef names, if it still does (caller holds the registry lock): a reaped and
-// reused record has another id, so a stale reference fails here instead of reaching a stranger.
-Result<Tcr*> record_of(ThreadRef ref, const char* op) {
-  Tcr* t = ref.tcr_unchecked();
+Result<Tcr*> ManagerCore::record_of(ThreadRef ref, const char* op) const {
+  Tcr* t = ref.m_tcr;
   if (t == nullptr) return fail(Step::BadArgument, 0, std::string(op) + ": empty ThreadRef");
-  if (t->id() != ref.id()) {
+  if (ref.m_manager != serial) {
+    return fail(Step::BadArgument, 0,
+                std::string(op) + ": thread #" + std::to_string(ref.m_id) +
+                    " belongs to another ThreadManager");
+  }
+  if (t->m_id != ref.m_id) {
     return fail(Step::StaleThread, 0,
-                "thread #" + std::to_string(ref.id()) + " was already joined or reaped");
+                "thread #" + std::to_string(ref.m_id) + " was already joined or reaped");
   }
   return t;
 }
-
-}  // namespace
 
 Result<void*> ThreadManager::join(ThreadRef ref) {
   ManagerCore& core = *m_core;
   Tcr* t = nullptr;
   {
     std::lock_guard lock(core.mutex);
-    Result<Tcr*> found = record_of(ref, "join");
+    Result<Tcr*> found = core.record_of(ref, "join");
     if (!found) return std::unexpected(found.error());
     t = *found;
     if (t == Tcr::current()) return fail(Step::JoinSelf);
-    if (world_stopped_by_caller()) {
+    if (ManagerCore::caller_holds_a_stop()) {
       return fail(Step::BadArgument, 0,
                   "join while this thread holds the world stopped: the thread cannot finish");
     }
@@ -599,15 +666,19 @@ Result<void*> ThreadManager::join(ThreadRef ref) {
   t->m_exited.wait();  // shutdown_thread_tcr step 7; a safe point for this thread's interrupts
   // The OS thread is past its last touch of the Tcr; wait until it is gone, so its stack and
   // pidfd can be released.
-  if (int rc = pthread_join(t->m_pthread, nullptr); rc != 0) {
-    log::error("pthread_join of thread #{} failed: {}", ref.m_id, std::strerror(rc));
-  }
+  const bool self_detached = !core.join_os_thread(t);
   void* result = t->m_slots[Tcr::kResultSlot];
   std::exception_ptr exception = t->m_exception;
   void* const overflow = std::exchange(t->m_overflow_address, nullptr);
   const std::size_t stack_kib =
       (static_cast<char*>(t->m_stack_high) - static_cast<char*>(t->m_stack_low)) >> 10;
   core.reap_record(t);
+  if (self_detached) {
+    return fail(Step::ThreadDetached, 0,
+                "thread #" + std::to_string(ref.m_id) +
+                    " detached itself with pthread_detach(); its result is lost (a tcr thread "
+                    "is detached with ThreadManager::detach)");
+  }
   if (overflow != nullptr) {
     char where[32];
     std::snprintf(where, sizeof where, "%p", overflow);
@@ -625,7 +696,7 @@ Result<void*> ThreadManager::join(ThreadRef ref) {
 Result<void> ThreadManager::detach(ThreadRef ref) {
   ManagerCore& core = *m_core;
   std::lock_guard lock(core.mutex);
-  Result<Tcr*> found = record_of(ref, "detach");
+  Result<Tcr*> found = core.record_of(ref, "detach");
   if (!found) return std::unexpected(found.error());
   Tcr* t = *found;
   if (t->m_adopted) return fail(Step::BadArgument, 0, "detach: adopted threads are not joinable");
@@ -643,7 +714,7 @@ Result<void> ThreadManager::detach(ThreadRef ref) {
 Result<void> ThreadManager::signal(ThreadRef ref, int sig) {
   ManagerCore& core = *m_core;
   std::lock_guard lock(core.mutex);
-  Result<Tcr*> found = record_of(ref, "signal");
+  Result<Tcr*> found = core.record_of(ref, "signal");
   if (!found) return std::unexpected(found.error());
   Tcr* t = *found;
   const TcrState state = t->state();
@@ -748,6 +819,16 @@ Result<void> ThreadManager::release_current_thread() {
   return {};
 }
 
+Result<ThreadRef> ThreadManager::current_ref() const {
+  Tcr* t = Tcr::current();
+  if (t == nullptr || t->m_core != m_core.get()) {
+    return fail(Step::BadArgument, 0,
+                "current_ref: the calling thread was neither spawned nor adopted by this manager");
+  }
+  std::lock_guard lock(m_core->mutex);
+  return m_core->ref_to(t);
+}
+
 std::vector<ThreadInfo> ThreadManager::snapshot() const {
   std::vector<ThreadInfo> out;
   std::lock_guard lock(m_core->mutex);
@@ -764,8 +845,13 @@ void ThreadManager::for_each(const std::function<void(const Tcr&)>& fn) const {
   for (const Tcr* t : m_core->registry) fn(*t);
 }
 
-std::size_t ThreadManager::reap(bool wait) {
+Result<std::size_t> ThreadManager::reap(bool wait) {
   ManagerCore& core = *m_core;
+  if (wait && ManagerCore::caller_holds_a_stop()) {
+    return fail(Step::BadArgument, 0,
+                "reap(wait) while this thread holds the world stopped: the threads it would wait "
+                "for cannot finish");
+  }
   // One of the manager's own threads cannot wait for detached threads to finish: it may be one,
   // and two of them waiting for each other would never wake. It reaps what has exited.
   const Tcr* self = Tcr::current();
@@ -784,7 +870,7 @@ std::size_t ThreadManager::reap(bool wait) {
       Tcr** link = &core.zombies;
       while (*link != nullptr) {
         Tcr* t = *link;
-        if (wait || os::try_join(t->m_pthread)) {
+        if (wait || core.try_join_os_thread(t)) {
           *link = t->m_next;
           t->m_next = done;
           done = t;
@@ -797,7 +883,7 @@ std::size_t ThreadManager::reap(bool wait) {
     while (done != nullptr) {
       Tcr* t = done;
       done = t->m_next;
-      if (wait) pthread_join(t->m_pthread, nullptr);
+      if (wait) core.join_os_thread(t);
       core.reap_record(t);
       ++reaped;
     }
@@ -818,6 +904,11 @@ Result<void> ThreadManager::shutdown() {
     return fail(Step::BadArgument, 0, "shutdown from one of the manager's own threads would wait "
                                       "for itself");
   }
+  if (ManagerCore::caller_holds_a_stop()) {
+    return fail(Step::BadArgument, 0,
+                "shutdown while this thread holds the world stopped: the threads it would wait "
+                "for cannot finish");
+  }
   std::size_t adopted;
   {
     std::unique_lock lock(core.mutex);
@@ -825,7 +916,7 @@ Result<void> ThreadManager::shutdown() {
     core.all_exited.wait(lock, [&] { return core.managed_live == 0; });
     adopted = core.adopted_live;
   }
-  reap(true);
+  (void)reap(true);  // cannot fail: the caller holds no stop (checked above)
   if (adopted > 0 && !(adopted == 1 && Tcr::current() != nullptr &&
                        Tcr::current()->m_core == m_core.get())) {
     return fail(Step::AdoptedThreadsAlive, 0,

@@ -8,8 +8,16 @@
 //    reaped, and their stacks then too, or kept for reuse up to ManagerOptions::cached_stacks.
 //  - Joinable threads are reaped by join(); detached ones by reap(), which spawn() also runs
 //    without blocking, and shutdown() with blocking.
-//  - Thread-safe: any thread may call any member. Destroying the manager shuts it down, joins
-//    whatever was never joined and frees the records.
+//  - Joinable threads are like pthreads: one whose ThreadRef is dropped without join or detach
+//    keeps its record, stack and kernel handle until the manager is destroyed.
+//  - Thread-safe: any thread may call any member. Destroying the manager shuts it down (waits
+//    for spawned threads to return), joins whatever was never joined and frees the records.
+//    Destroyed from one of its own spawned threads, or from a thread holding a world stopped, it
+//    cannot wait: it logs an error and leaves its state alive and unowned instead (nothing is
+//    freed under a running thread). exit() runs a static manager's destructor: from the main
+//    thread it waits for the spawned threads; from a spawned thread it leaves them running until
+//    the process ends. The logger outlives every manager.
+//  - Several managers may live in one process; a ThreadRef is only good with its own manager.
 #pragma once
 
 #include <chrono>
@@ -122,6 +130,9 @@ class ThreadManager {
   // Gives the calling foreign thread (one tcr did not create) a Tcr, as if spawned. Released
   // automatically when the thread exits, or earlier by release_current_thread().
   Result<Tcr*> adopt_current_thread(std::string_view name, AdoptOptions options = {});
+  // A ThreadRef for the calling thread, spawned or adopted by this manager (an adopted thread has
+  // no other way to be signalled or interrupted). BadArgument from any other thread.
+  Result<ThreadRef> current_ref() const;
   Result<void> release_current_thread();
 
   std::vector<ThreadInfo> snapshot() const;
@@ -131,7 +142,9 @@ class ThreadManager {
   // Reaps detached threads that have exited. With wait, first waits until every detached thread
   // (but the caller) has finished its function, then waits for their OS threads to end, so
   // afterwards none holds a stack or a kernel handle. Returns how many it reaped.
-  std::size_t reap(bool wait = false);
+  // Error BadArgument for a wait while the caller holds the world stopped (the threads cannot
+  // finish); reap(false) never fails.
+  Result<std::size_t> reap(bool wait = false);
 
   // Refuses new spawns and adoptions, waits for every spawned thread to end, reaps the detached
   // ones. Joinable threads stay joinable. Error AdoptedThreadsAlive if adopted threads remain

@@ -276,7 +276,7 @@ TEST(StopWorld, AThreadThatExitsDuringTheStopAcknowledgesAsExiting) {
     ASSERT_TRUE(m->release_current_thread().has_value());
   });
   std::this_thread::sleep_for(20ms);
-  EXPECT_FALSE(stopped.load());  // still waiting: the signal is blocked, and resent
+  EXPECT_FALSE(stopped.load());  // still waiting: the signal is blocked (queued, not resent)
   go = true;
   ASSERT_TRUE(eventually([&] { return stopped.load(); }));
   EXPECT_EQ(kind, StopKind::Exiting);

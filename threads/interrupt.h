@@ -7,6 +7,11 @@
 // belongs to the TCR and the signal goes through the thread's own kernel handle. A thread's exit
 // is its last safe point: closures queued before it began to exit run then, and later ones are
 // Undelivered(ThreadExited).
+// A closure may throw anything (logged and ignored: nothing escapes into the safe point that ran
+// it) or call pthread_exit, which ends the thread with its teardown done, at a poll() and at exit
+// alike (Linux; on Darwin pthread_exit does not unwind, so a closure must return). The wake-up
+// signal is sent only when none is on its way to the thread already: a thread that masks signals
+// holds at most one, however many interrupts wait for it.
 #pragma once
 
 #include <atomic>

@@ -4,8 +4,10 @@
 // The handshake (threads/stop_world.cpp): the initiator bumps an epoch, asks each thread for it
 // and signals it through the thread's cached kernel handle; the thread's handler copies its
 // registers from the signal's ucontext, posts the thread's own acknowledgement semaphore and
-// sleeps on the manager's resume word until resume_all() publishes that epoch. A lost or delayed
-// signal is sent again after a timed wait on that semaphore (no sleeps, no polling).
+// sleeps on the manager's resume word until resume_all() publishes that epoch. A queued real-time
+// signal is never lost, so it is sent once; only one the full queue refused (EAGAIN,
+// RLIMIT_SIGPENDING) is sent again after timed waits on that semaphore, for at most 2 s, and then
+// the stop fails with that error rather than wait for a signal that cannot be sent.
 // While the world is stopped the caller holds Boehm GC's allocation lock (when the manager uses
 // the GC): it must not allocate from the GC heap, nor call malloc-heavy code a stopped thread
 // might hold a lock in. The registry lock is free; spawns and exits wait at a gate until resume.

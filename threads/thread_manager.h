@@ -59,9 +59,10 @@ struct ManagerOptions {
   // faulted in, and spawn skips mmap, mprotect and munmap. Bounded, so mappings stay flat however
   // many threads come and go; trim() gives them back. 0: a fresh mapping for every thread.
   std::size_t cached_stacks = 8;
-  // How long suspend_all() waits for one thread's acknowledgement (resending the signal with
-  // backoff meanwhile) before it gives up, resumes the others and answers StopTimeout. 0: no
-  // limit, as a collector that cannot proceed without every thread wants.
+  // How long suspend_all() waits for one thread's acknowledgement (a thread that blocks the
+  // suspend signal acknowledges when it unblocks it) before it gives up, resumes the others and
+  // answers StopTimeout. 0: no limit, as a collector that cannot proceed without every thread
+  // wants.
   std::chrono::milliseconds stop_timeout{0};
 };
 

@@ -10,8 +10,10 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <new>
 #include <utility>
+#include <vector>
 
 #include "runtime/gc.h"
 #include "runtime/log.h"
@@ -70,6 +72,20 @@ pthread_key_t adopted_key() {
     return key;
   }();
   return s_key;
+}
+
+// Cores whose manager was destroyed where it could not wait (~ThreadManager): kept alive, and
+// reachable (so a leak checker sees them held, not lost), for as long as the process lives.
+void keep_forever(std::shared_ptr<ManagerCore> core) {
+  static std::mutex* const s_mutex = new std::mutex;
+  static auto* const s_kept = new std::vector<std::shared_ptr<ManagerCore>>;
+  std::lock_guard lock(*s_mutex);
+  try {
+    s_kept->push_back(std::move(core));
+  } catch (const std::bad_alloc&) {
+    // Kept, unreachable; freeing it would be a use-after-free for the threads still on it.
+    if (new (std::nothrow) std::shared_ptr<ManagerCore>(std::move(core)) == nullptr) std::abort();
+  }
 }
 
 }  // namespace
@@ -494,7 +510,7 @@ ThreadManager::~ThreadManager() {
                "and its records are not freed; destroy it from a thread it did not spawn, "
                "with no world stopped",
                own_thread ? "its own" : "a world-stopping", self->m_id, self->m_name);
-    new std::shared_ptr<ManagerCore>(std::move(m_core));  // deliberately never released
+    keep_forever(std::move(m_core));
     return;
   }
   // A thread that adopted itself (often the main thread) and now destroys the manager is done

@@ -45,6 +45,16 @@ ThreadRef spawn_gated(ThreadManager& m, Semaphore& gate, void* result, SpawnOpti
   return r ? *r : ThreadRef{};
 }
 
+// A thread that spins (no safe point) until `stop`.
+Result<ThreadRef> spawn_spinner(ThreadManager& m, std::atomic<bool>& stop,
+                                SpawnOptions o = {}) {
+  return m.spawn("spin", [&stop](Tcr&) -> void* {
+    while (!stop.load()) {
+    }
+    return nullptr;
+  }, o);
+}
+
 // ---- 1. a ThreadRef belongs to one manager ---------------------------------------------------
 
 TEST(Hardening, ARefFromAnotherManagerIsRefusedAndTouchesNothing) {
@@ -385,11 +395,7 @@ TEST(Hardening, InterruptsToAThreadThatMasksSignalsQueueOneSignalNotOneEach) {
     auto other = make_manager();
     Adopted self(*other);
     std::atomic<bool> stop{false};
-    Result<ThreadRef> spinner = other->spawn("spin", [&](Tcr&) -> void* {
-      while (!stop.load()) {
-      }
-      return nullptr;
-    });
+    Result<ThreadRef> spinner = spawn_spinner(*other, stop);
     ASSERT_TRUE(spinner.has_value());
     for (int i = 0; i < 20; ++i) {
       Result<StoppedWorld> w = other->suspend_all();
@@ -412,11 +418,7 @@ TEST(Hardening, AStopThatCannotQueueItsSignalFailsClearly) {
   auto m = make_manager();
   Adopted self(*m);
   std::atomic<bool> stop{false};
-  Result<ThreadRef> t = m->spawn("spin", [&](Tcr&) -> void* {
-    while (!stop.load()) {
-    }
-    return nullptr;
-  });
+  Result<ThreadRef> t = spawn_spinner(*m, stop);
   ASSERT_TRUE(t.has_value());
   const os::Call call =
       m->handle_mode() == HandleMode::Pidfd ? os::Call::PidfdSendSignal : os::Call::Tgkill;
@@ -450,11 +452,7 @@ TEST(Hardening, AStopLeftByAnExitHookIsReleasedBeforeTheGcUnregisters) {
   auto m = make_manager(std::move(o));
   manager = m.get();
   std::atomic<bool> stop{false};
-  Result<ThreadRef> spinner = m->spawn("spin", [&](Tcr&) -> void* {
-    while (!stop.load()) {
-    }
-    return nullptr;
-  });
+  Result<ThreadRef> spinner = spawn_spinner(*m, stop);
   ASSERT_TRUE(spinner.has_value());
   Result<ThreadRef> stopper = m->spawn("stopper", [](Tcr&) -> void* { return nullptr; });
   ASSERT_TRUE(stopper.has_value());
@@ -486,11 +484,7 @@ TEST(Hardening, ReapAndShutdownRefuseToWaitWhileTheCallerHoldsTheWorldStopped) {
   std::atomic<bool> stop{false};
   SpawnOptions detached;
   detached.detached = true;
-  ASSERT_TRUE(m->spawn("spin", [&](Tcr&) -> void* {
-    while (!stop.load()) {
-    }
-    return nullptr;
-  }, detached));
+  ASSERT_TRUE(spawn_spinner(*m, stop, detached));
   Semaphore gate;
   ThreadRef elsewhere = spawn_gated(*other, gate, nullptr);
   ASSERT_TRUE(m->suspend_all().has_value());

@@ -114,6 +114,8 @@ class ManagerCore {
   // Runs one interrupt closure; whatever it throws is logged and ignored (nothing escapes into
   // the safe point that ran it). pthread_exit inside it unwinds on.
   static void run_interrupt_closure(const InterruptFunction& fn, Tcr& t);
+  // Inside a catch block: "'what()'" for a std::exception, else "a non-standard exception".
+  static std::string describe_current_exception();
 
   // Registry and lists (under mutex).
   std::vector<Tcr*> registry;

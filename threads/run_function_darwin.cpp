@@ -19,22 +19,18 @@ void* ManagerCore::run_thread_function(Tcr* t) {
 void ManagerCore::run_exit_hook(const std::function<void(Tcr&)>& hook, Tcr& t) {
   try {
     hook(t);
-  } catch (const std::exception& e) {
-    log::error("exit hook of thread #{} '{}' threw: {}; ignored", t.m_id, t.m_name, e.what());
   } catch (...) {
-    log::error("exit hook of thread #{} '{}' threw a non-standard exception; ignored", t.m_id,
-               t.m_name);
+    log::error("exit hook of thread #{} '{}' threw {}; ignored", t.m_id, t.m_name,
+               describe_current_exception());
   }
 }
 
 void ManagerCore::run_interrupt_closure(const InterruptFunction& fn, Tcr& t) {
   try {
     fn(t);
-  } catch (const std::exception& e) {
-    log::warn("thread #{} '{}': interrupt closure threw: {}", t.m_id, t.m_name, e.what());
   } catch (...) {
-    log::warn("thread #{} '{}': interrupt closure threw a non-standard exception", t.m_id,
-              t.m_name);
+    log::warn("thread #{} '{}': interrupt closure threw {}", t.m_id, t.m_name,
+              describe_current_exception());
   }
 }
 

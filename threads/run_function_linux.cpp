@@ -36,11 +36,9 @@ __attribute__((no_sanitize("null"))) void ManagerCore::run_exit_hook(
     log::warn("exit hook of thread #{} '{}' called pthread_exit: the later hooks are skipped",
               t.m_id, t.m_name);
     throw;
-  } catch (const std::exception& e) {
-    log::error("exit hook of thread #{} '{}' threw: {}; ignored", t.m_id, t.m_name, e.what());
   } catch (...) {
-    log::error("exit hook of thread #{} '{}' threw a non-standard exception; ignored", t.m_id,
-               t.m_name);
+    log::error("exit hook of thread #{} '{}' threw {}; ignored", t.m_id, t.m_name,
+               describe_current_exception());
   }
 }
 
@@ -50,11 +48,9 @@ __attribute__((no_sanitize("null"))) void ManagerCore::run_interrupt_closure(
     fn(t);
   } catch (abi::__forced_unwind&) {
     throw;  // pthread_exit or cancellation in the closure: swallowing it aborts the process
-  } catch (const std::exception& e) {
-    log::warn("thread #{} '{}': interrupt closure threw: {}", t.m_id, t.m_name, e.what());
   } catch (...) {
-    log::warn("thread #{} '{}': interrupt closure threw a non-standard exception", t.m_id,
-              t.m_name);
+    log::warn("thread #{} '{}': interrupt closure threw {}", t.m_id, t.m_name,
+              describe_current_exception());
   }
 }
 

@@ -215,13 +215,17 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
   // One signal to a target: true when it is queued for the thread. EAGAIN (the real-time signal
   // queue is full: RLIMIT_SIGPENDING counts every pending signal of the user) is not an error
   // yet: the wait below sends again. Any other error names the thread it was for.
+  // The refused send's error is kept: the stop answers it if the queue stays full.
+  std::optional<Error> refused;
   const auto send_suspend = [&](Tcr* t, bool* queued) -> std::optional<Error> {
     Result<void> sent = t->m_handle.signal(signals.suspend, permit);
     *queued = sent.has_value();
-    if (sent || sent.error().code == EAGAIN) return std::nullopt;
+    if (sent) return std::nullopt;
     Error e = sent.error();
     e.detail = "suspending thread #" + std::to_string(t->m_id);
-    return e;
+    if (e.code != EAGAIN) return e;
+    refused = std::move(e);
+    return std::nullopt;
   };
 
   std::optional<Error> failure;
@@ -273,11 +277,8 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
       }
       if (!queued) {
         if (waited >= kQueueFullLimit) {
-          failure = Error{Step::PidfdSendSignal, EAGAIN,
-                          "suspending thread #" + std::to_string(t->m_id) +
-                              ": the real-time signal queue stayed full (RLIMIT_SIGPENDING)",
-                          nullptr};
-          if (core.mode == HandleMode::Tgkill) failure->step = Step::Tgkill;
+          failure = std::move(refused);
+          failure->detail += ": the real-time signal queue stayed full (RLIMIT_SIGPENDING)";
           break;
         }
         failure = send_suspend(t, &queued);

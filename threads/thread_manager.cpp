@@ -443,6 +443,16 @@ void* ManagerCore::thread_entry(void* arg) {
   return nullptr;
 }
 
+std::string ManagerCore::describe_current_exception() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return std::string("'") + e.what() + "'";
+  } catch (...) {
+    return "a non-standard exception";
+  }
+}
+
 // The stack-overflow recovery point, in a frame that outlives the thread's function. When the
 // function writes into its guard page, the fault handler (exceptions/stack_guard.cpp), on the
 // alternate stack, jumps back here; the frames in between are abandoned without running their

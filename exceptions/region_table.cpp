@@ -4,6 +4,8 @@
 
 #include <mutex>
 
+#include "runtime/machine_context.h"
+
 namespace tcr::detail {
 namespace {
 
@@ -18,14 +20,6 @@ struct ReleasedRange {
 ReleasedRange g_released[kReleasedRing];
 std::size_t g_released_next = 0;
 std::mutex g_change_mutex;  // add and remove; readers never take it
-
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
 
 }  // namespace
 
@@ -119,7 +113,7 @@ std::uint8_t claim_page(std::atomic<std::uint8_t>& page, std::uint8_t from) {
   for (;;) {
     std::uint8_t s = page.load(std::memory_order_acquire);
     if (s == kPageBusy) {
-      cpu_relax();
+      machine::cpu_relax();
       continue;
     }
     if (s != from) return s;
@@ -134,7 +128,7 @@ void claim_all_pages(RegionCore& r, std::vector<std::uint8_t>* was) {
     for (;;) {
       std::uint8_t cur = page.load(std::memory_order_acquire);
       if (cur == kPageBusy) {
-        cpu_relax();
+        machine::cpu_relax();
         continue;
       }
       if (page.compare_exchange_weak(cur, kPageBusy, std::memory_order_acq_rel)) {

@@ -63,11 +63,7 @@ Result<bool> register_current_thread(void* stack_base) {
 void unregister_current_thread() { GC_unregister_my_thread(); }
 
 std::vector<int> collector_signals() {
-  std::vector<int> out;
-#ifdef SIGPWR
-  out.push_back(SIGPWR);
-#endif
-  out.push_back(SIGXCPU);
+  std::vector<int> out = os::collector_default_signals();
   if (GC_is_init_called()) {
     out.push_back(GC_get_suspend_signal());
     out.push_back(GC_get_thr_restart_signal());

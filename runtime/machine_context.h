@@ -35,5 +35,8 @@ void capture_from_ucontext(const void* ucontext, RegisterSet& out);
 // below the caller's frame. Not inlined, so the values are the caller's.
 void capture_callee_saved(RegisterSet& out);
 
+// One spin-wait hint to the CPU (x86: pause; arm64: yield), for busy-wait loops. Async-signal-safe.
+void cpu_relax();
+
 }  // namespace machine
 }  // namespace tcr

@@ -8,6 +8,14 @@ namespace tcr::machine {
 
 const std::size_t kRedZoneBytes = 128;  // both x86-64 and arm64 on Darwin
 
+void cpu_relax() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#else
+  asm volatile("yield");
+#endif
+}
+
 void capture_from_ucontext(const void* ucontext, RegisterSet& out) {
   const auto* uc = static_cast<const ucontext_t*>(ucontext);
   const auto& ss = uc->uc_mcontext->__ss;

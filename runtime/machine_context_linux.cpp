@@ -10,6 +10,8 @@ namespace tcr::machine {
 
 const std::size_t kRedZoneBytes = 128;
 
+void cpu_relax() { __builtin_ia32_pause(); }
+
 void capture_from_ucontext(const void* ucontext, RegisterSet& out) {
   const auto* uc = static_cast<const ucontext_t*>(ucontext);
   static_assert(NGREG <= RegisterSet::kMaxWords);
@@ -41,6 +43,8 @@ __attribute__((noinline)) void capture_callee_saved(RegisterSet& out) {
 }
 
 #elif defined(__aarch64__)
+
+void cpu_relax() { asm volatile("yield"); }
 
 const std::size_t kRedZoneBytes = 0;
 

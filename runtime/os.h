@@ -125,6 +125,9 @@ void wake_address(std::atomic<std::uint32_t>* word, bool all);
 // The signals the manager may take for itself, in order of preference (Linux: the real-time
 // signals from SIGRTMAX down; Darwin has none, so SIGUSR2 and SIGUSR1).
 std::vector<int> candidate_manager_signals();
+// The signals Boehm GC may use for its own stop-the-world before it is initialized, when it cannot
+// yet be asked (Linux: SIGPWR and SIGXCPU; Darwin has no SIGPWR, so SIGXCPU).
+std::vector<int> collector_default_signals();
 
 // PIDFD_THREAD (Linux 6.9) is O_EXCL; Debian 12's headers predate it.
 inline constexpr unsigned kPidfdThread = 0200;

@@ -90,4 +90,6 @@ void wake_address(std::atomic<std::uint32_t>* word, bool all) {
 
 std::vector<int> candidate_manager_signals() { return {SIGUSR2, SIGUSR1}; }
 
+std::vector<int> collector_default_signals() { return {SIGXCPU}; }
+
 }  // namespace tcr::os

@@ -128,4 +128,6 @@ std::vector<int> candidate_manager_signals() {
   return out;
 }
 
+std::vector<int> collector_default_signals() { return {SIGPWR, SIGXCPU}; }
+
 }  // namespace tcr::os

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/machine_context.h"
 #include "runtime/os.h"
 #include "tests/test_support.h"
 
@@ -111,7 +112,7 @@ TEST_P(InterruptWakes, AThreadBlockedInAManagerWait) {
     waiting = true;
     switch (GetParam()) {
       case WaitKind::Semaphore: sem.wait(); break;
-      case WaitKind::Sleep: ThreadManager::sleep_for(300ms); break;
+      case WaitKind::Sleep: ThreadManager::sleep_for(2s); break;  // longer than any stall
       case WaitKind::Join: (void)m->join(*other); break;
       case WaitKind::Ticket: (void)pending_ticket->wait(); break;
     }
@@ -122,10 +123,17 @@ TEST_P(InterruptWakes, AThreadBlockedInAManagerWait) {
   ASSERT_TRUE(eventually([&] { return waiting.load(); }));
   std::this_thread::sleep_for(5ms);  // let it block
   std::atomic<pid_t> ran_on{0};
-  Result<InterruptTicket> t = m->interrupt(*target, [&](Tcr&) { ran_on = os::gettid(); });
+  // Read inside the closure: had the wait not been a safe point, the closure would run only at the
+  // thread's exit (also a safe point), after its wait returned.
+  std::atomic<bool> returned_before_closure{true};
+  Result<InterruptTicket> t = m->interrupt(*target, [&](Tcr&) {
+    ran_on = os::gettid();
+    returned_before_closure = wait_returned.load();
+  });
   ASSERT_TRUE(t.has_value());
   EXPECT_TRUE(t->wait().has_value());
   EXPECT_EQ(ran_on.load(), tid.load());
+  EXPECT_FALSE(returned_before_closure.load());
   if (GetParam() != WaitKind::Sleep) {
     EXPECT_FALSE(wait_returned.load());  // still waiting
   }
@@ -213,6 +221,9 @@ TEST(Interrupt, RacingTheTargetsExitNeverLosesOrMisdelivers) {
       return nullptr;
     });
     ASSERT_TRUE(t.has_value());
+    // Sweep the interrupt across the target's exit, from at once (spawn answers when it runs) to
+    // after its last safe point (its mailbox closed, its record Exiting or Dead).
+    for (int spin = 0; spin < (i % 32) * 50; ++spin) machine::cpu_relax();
     std::atomic<int> runs{0};
     std::atomic<pid_t> ran_on{0};
     Result<InterruptTicket> ticket = m->interrupt(*t, [&](Tcr&) {
@@ -232,6 +243,9 @@ TEST(Interrupt, RacingTheTargetsExitNeverLosesOrMisdelivers) {
   }
   EXPECT_EQ(bad, 0);
   EXPECT_EQ(delivered + undelivered, kRounds);
+  // The race was run, not only its easy ends: some interrupts came in time, some too late.
+  EXPECT_GT(delivered, 0);
+  EXPECT_GT(undelivered, 0);
   std::printf("%d delivered, %d undelivered\n", delivered, undelivered);
 }
 
@@ -300,27 +314,37 @@ TEST_P(InterruptModes, AFailedSignalQueuesNothing) {
   auto m = make_manager(o);
   const os::Call call =
       m->handle_mode() == HandleMode::Pidfd ? os::Call::PidfdSendSignal : os::Call::Tgkill;
+  // The target reaches no safe point until `go`: the failed interrupt's closure cannot be taken
+  // before interrupt() answers, so the error branch is the one exercised. Had the closure stayed
+  // queued, it would run first at the polls the target makes afterwards (the mailbox is FIFO).
+  std::atomic<bool> go{false};
   std::atomic<bool> stop{false};
-  ThreadRef target = spawn_poller(*m, stop);
+  Result<ThreadRef> target = m->spawn("deaf-then-polling", [&](Tcr&) -> void* {
+    while (!go.load()) {
+    }
+    while (!stop.load()) ThreadManager::poll();
+    return nullptr;
+  });
+  ASSERT_TRUE(target.has_value());
   std::atomic<bool> ran{false};
   {
     os::ScopedFault fault(call, 1, EPERM);
-    Result<InterruptTicket> t = m->interrupt(target, [&](Tcr&) { ran = true; });
-    if (t.has_value()) {
-      // The poller took the closure before the signal failed: then it was delivered.
-      EXPECT_TRUE(t->wait().has_value());
-    } else {
-      EXPECT_EQ(t.error().code, EPERM);
-      EXPECT_EQ(t.error().step,
-                m->handle_mode() == HandleMode::Pidfd ? Step::PidfdSendSignal : Step::Tgkill);
-    }
+    Result<InterruptTicket> t = m->interrupt(*target, [&](Tcr&) { ran = true; });
+    ASSERT_FALSE(t.has_value());
+    EXPECT_EQ(t.error().code, EPERM);
+    EXPECT_EQ(t.error().step,
+              m->handle_mode() == HandleMode::Pidfd ? Step::PidfdSendSignal : Step::Tgkill);
   }
-  // Afterwards the thread still takes interrupts.
-  Result<InterruptTicket> next = m->interrupt(target, [](Tcr&) {});
+  go = true;
+  // Afterwards the thread still takes interrupts, and the failed one never runs.
+  std::atomic<bool> next_ran{false};
+  Result<InterruptTicket> next = m->interrupt(*target, [&](Tcr&) { next_ran = true; });
   ASSERT_TRUE(next.has_value());
   EXPECT_TRUE(next->wait().has_value());
+  EXPECT_TRUE(next_ran.load());
   stop = true;
-  EXPECT_TRUE(m->join(target).has_value());
+  EXPECT_TRUE(m->join(*target).has_value());
+  EXPECT_FALSE(ran.load());
 }
 
 INSTANTIATE_TEST_SUITE_P(HandleModes, InterruptModes,

@@ -2,7 +2,9 @@
 // barrier of a generational or incremental GC. protect() arms every page; the runtime's threads
 // write as they please; collect_dirty() answers the pages written since the last collect (or
 // protect) and re-arms them. A write that races a collect is reported by that collect or the
-// next one, never lost. Three modes, one semantics:
+// next one, never lost; it may be reported by both (and, in Listener mode, once more when two
+// threads faulted on its page: the second fault's message arrives after the re-arm). A page no
+// one wrote since it was armed is never reported. Three modes, one semantics:
 //  - Signal:   mprotect(PROT_READ); the first write to a page faults, the SIGSEGV handler
 //              (fault_signals.h, on the thread's alternate stack) marks it and unprotects it.
 //  - Listener: userfaultfd write-protect; the faulting thread sleeps in the kernel while the

@@ -6,7 +6,10 @@
 #  - include()d from tests/CMakeLists.txt, it registers the ctest tests (when the tools are built);
 #  - run as `cmake -DCOMMAND=... -DARGS=... -DKEYS=... -P soak_test.cmake` by those tests, it runs
 #    the tool, fails unless it exits with EXPECT_EXIT (default 0), and checks that stdout is one
-#    JSON object with every key of KEYS (dotted paths: "baseline.pidfds").
+#    JSON object with every key of KEYS (dotted paths: "baseline.pidfds"), each a finite number
+#    greater than zero for the keys in POSITIVE, each equal to what EXPECT says ("key=value ...":
+#    the variant that ran is the one asked for), and each at least its bound for AT_LEAST
+#    ("key=n ...": the work was done, not only configured).
 
 if(CMAKE_SCRIPT_MODE_FILE)
   separate_arguments(args UNIX_COMMAND "${ARGS}")
@@ -23,20 +26,42 @@ if(CMAKE_SCRIPT_MODE_FILE)
   if(json_error OR NOT type STREQUAL "OBJECT")
     message(FATAL_ERROR "stdout is not one JSON object (${json_error}):\n${out}")
   endif()
-  separate_arguments(keys UNIX_COMMAND "${KEYS}")
-  foreach(key IN LISTS keys)
+  # json_get(VAR KEY): the value at a dotted path, or a fatal error naming the key.
+  function(json_get var key)
     string(REPLACE "." ";" path "${key}")
     string(JSON value ERROR_VARIABLE json_error GET "${out}" ${path})
     if(json_error)
       message(FATAL_ERROR "JSON key '${key}' missing: ${json_error}\n${out}")
     endif()
+    set(${var} "${value}" PARENT_SCOPE)
+  endfunction()
+  separate_arguments(keys UNIX_COMMAND "${KEYS}")
+  foreach(key IN LISTS keys)
+    json_get(value ${key})
   endforeach()
-  if(DEFINED EXPECT_THREADS)
-    string(JSON threads GET "${out}" threads)
-    if(NOT threads EQUAL EXPECT_THREADS)
-      message(FATAL_ERROR "threads is ${threads}, expected ${EXPECT_THREADS}")
+  separate_arguments(positive UNIX_COMMAND "${POSITIVE}")
+  foreach(key IN LISTS positive)
+    json_get(value ${key})
+    if(NOT value MATCHES "^[0-9]+(\\.[0-9]+)?([eE][-+]?[0-9]+)?$" OR NOT value GREATER 0)
+      message(FATAL_ERROR "JSON key '${key}' is ${value}, not a finite number above 0\n${out}")
     endif()
-  endif()
+  endforeach()
+  separate_arguments(expected UNIX_COMMAND "${EXPECT}")
+  foreach(pair IN LISTS expected)
+    string(REGEX MATCH "^([^=]+)=(.*)$" _ "${pair}")
+    json_get(value ${CMAKE_MATCH_1})
+    if(NOT value STREQUAL CMAKE_MATCH_2)
+      message(FATAL_ERROR "JSON key '${CMAKE_MATCH_1}' is '${value}', expected '${CMAKE_MATCH_2}'")
+    endif()
+  endforeach()
+  separate_arguments(bounds UNIX_COMMAND "${AT_LEAST}")
+  foreach(pair IN LISTS bounds)
+    string(REGEX MATCH "^([^=]+)=(.*)$" _ "${pair}")
+    json_get(value ${CMAKE_MATCH_1})
+    if(NOT value GREATER_EQUAL CMAKE_MATCH_2)
+      message(FATAL_ERROR "JSON key '${CMAKE_MATCH_1}' is ${value}, expected at least ${CMAKE_MATCH_2}")
+    endif()
+  endforeach()
   message(STATUS "${out}")
   return()
 endif()
@@ -50,23 +75,37 @@ foreach(which baseline final)
 endforeach()
 list(JOIN _tcr_soak_keys " " _tcr_soak_keys)
 
-# name, expected thread count, tcr-soak arguments
-function(_tcr_add_soak_test name threads)
+# name, thread count, mode, handle mode (auto: whichever the kernel allows, not checked), gc,
+# then further tcr-soak arguments. The JSON must say that this variant ran (mode and gc as each
+# thread saw its own Tcr, handle_mode as the manager chose) and that every thread ran and was
+# reaped (both count the warm-up spawn too), and the timings must be finite and positive.
+function(_tcr_add_soak_test name threads mode handle_mode gc)
   list(JOIN ARGN " " extra)
+  set(expect "threads=${threads} mode=${mode} gc=${gc} ok=ON")
+  if(NOT gc)
+    string(APPEND expect " runs_gc_registered=0")
+  endif()
+  if(NOT handle_mode STREQUAL "auto")
+    string(APPEND expect " handle_mode=${handle_mode}")
+  endif()
   add_test(NAME ${name}
            COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-soak>
                    "-DARGS=--threads ${threads} --json ${extra}" "-DKEYS=${_tcr_soak_keys}"
-                   -DEXPECT_THREADS=${threads} -P ${CMAKE_CURRENT_FUNCTION_LIST_FILE})
+                   "-DEXPECT=${expect}"
+                   "-DAT_LEAST=reaped=${threads} runs=${threads}"
+                   "-DPOSITIVE=us_per_thread_first us_per_thread_last ratio seconds"
+                   -P ${CMAKE_CURRENT_FUNCTION_LIST_FILE})
   set_tests_properties(${name} PROPERTIES LABELS soak TIMEOUT 180)
 endfunction()
 
 if(TARGET tcr-soak)
   # The foo loop, detached + semaphore, the way CCL's process-run-function runs it.
-  _tcr_add_soak_test(Soak.DetachedThreadsReturnEveryResource 20000)
-  _tcr_add_soak_test(Soak.JoinedThreadsReturnEveryResource 5000 --joinable)
+  _tcr_add_soak_test(Soak.DetachedThreadsReturnEveryResource 20000 detached auto ON)
+  _tcr_add_soak_test(Soak.JoinedThreadsReturnEveryResource 5000 joinable auto ON --joinable)
   # The fallback for kernels before 6.9: no pidfd per thread, tgkill under the registry lock.
-  _tcr_add_soak_test(Soak.TgkillModeReturnsEveryResource 5000 --handle-mode tgkill)
-  _tcr_add_soak_test(Soak.WithoutGcReturnsEveryResource 5000 --no-gc)
+  _tcr_add_soak_test(Soak.TgkillModeReturnsEveryResource 5000 detached tgkill ON
+                     --handle-mode tgkill)
+  _tcr_add_soak_test(Soak.WithoutGcReturnsEveryResource 5000 detached auto OFF --no-gc)
   # The soak must catch the seeds' kind of bug: one fd leaked per thread exits 1, still with JSON.
   add_test(NAME Soak.ReportsAFdLeakedPerThread
            COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-soak>
@@ -76,11 +115,15 @@ if(TARGET tcr-soak)
 endif()
 
 if(TARGET tcr-bench)
-  # Each is small enough to take a second or two: it checks that the subcommand runs and reports.
+  # Each is small enough to take a second or two: it checks that the subcommand runs and reports
+  # every figure its readers use, each a finite number above zero (the keys but "bench").
   function(tcr_bench_smoke_test name timeout args keys)
+    string(REGEX REPLACE "(^| )bench( |$)" " " figures "${keys}")
+    string(REGEX MATCH "^[^ ]+" subcommand "${args}")
     add_test(NAME ${name}
              COMMAND ${CMAKE_COMMAND} -DCOMMAND=$<TARGET_FILE:tcr-bench> "-DARGS=${args}"
-                     "-DKEYS=${keys}" -P ${CMAKE_CURRENT_FUNCTION_LIST_FILE})
+                     "-DKEYS=${keys}" "-DPOSITIVE=${figures}" "-DEXPECT=bench=${subcommand}"
+                     -P ${CMAKE_CURRENT_FUNCTION_LIST_FILE})
     set_tests_properties(${name} PROPERTIES LABELS bench TIMEOUT ${timeout})
   endfunction()
   tcr_bench_smoke_test(Bench.SpawnReportsEveryVariant 180

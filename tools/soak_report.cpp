@@ -105,8 +105,8 @@ void Progress::finish() {
 
 void print_text(std::FILE* out, const Summary& s) {
   fmt::print(out, "tcr-soak: {} threads ({}, handle mode {}, stack {} KiB, gc {}) in {:.2f} s\n",
-             s.threads, s.joinable ? "spawn + join" : "detached + semaphore", s.handle_mode,
-             s.stack_size / 1024, s.gc ? "on" : "off", s.seconds);
+             s.threads, s.runs_detached == 0 ? "spawn + join" : "detached + semaphore",
+             s.handle_mode, s.stack_size / 1024, s.gc() ? "on" : "off", s.seconds);
   const Trend t = trend(s);
   fmt::print(out, "  us/thread: first interval {:.1f}, last interval {:.1f}, ratio {:.2f}\n",
              s.us_per_thread_first, s.us_per_thread_last,
@@ -148,15 +148,16 @@ void print_json(std::FILE* out, const Summary& s) {
   for (const std::string& g : s.grew) grew += (grew.empty() ? "" : ",") + json_string(g);
   fmt::print(out,
              R"({{"threads":{},"interval":{},"mode":"{}","handle_mode":{},"stack_size":{},)"
-             R"("gc":{},"warmup":{},"us_per_thread_first":{},"us_per_thread_last":{},)"
+             R"("gc":{},"runs":{},"runs_detached":{},"runs_gc_registered":{},)"
+             R"("warmup":{},"us_per_thread_first":{},"us_per_thread_last":{},)"
              R"("ratio":{},"us_per_thread_first_quarter":{},"us_per_thread_last_quarter":{},)"
              R"("ratio_quarters":{},"cpu_us_per_thread_first":{},"cpu_us_per_thread_last":{},)"
              R"("cpu_ratio":{},"seconds":{},"records":{},"reaped":{},"rss_slack_kb":{},)"
              R"("memory_checked":{},)"
              R"("baseline":{},"final":{},"ok":{},"grew":[{}],"intervals":[{}]}})"
              "\n",
-             s.threads, s.interval, s.joinable ? "joinable" : "detached",
-             json_string(s.handle_mode), s.stack_size, s.gc, s.warmup,
+             s.threads, s.interval, s.mode(), json_string(s.handle_mode), s.stack_size, s.gc(),
+             s.runs, s.runs_detached, s.runs_gc_registered, s.warmup,
              json_number(s.us_per_thread_first), json_number(s.us_per_thread_last),
              json_number(ratio(s.us_per_thread_last, s.us_per_thread_first)),
              json_number(t.first_quarter_us), json_number(t.last_quarter_us),
@@ -164,6 +165,11 @@ void print_json(std::FILE* out, const Summary& s) {
              json_number(t.cpu_last_us), json_number(ratio(t.cpu_last_us, t.cpu_first_us)),
              json_number(s.seconds), s.records, s.reaped, s.rss_slack_kb, s.memory_checked,
              json_counts(s.baseline), json_counts(s.final_counts), s.grew.empty(), grew, intervals);
+}
+
+const char* Summary::mode() const {
+  if (runs_detached == runs) return "detached";
+  return runs_detached == 0 ? "joinable" : "mixed";
 }
 
 }  // namespace tcr::soak

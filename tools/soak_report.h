@@ -52,10 +52,13 @@ class Progress {
 struct Summary {
   std::uint64_t threads = 0;
   std::uint64_t interval = 0;
-  bool joinable = false;
-  const char* handle_mode = "";
+  // What the threads were, counted by each thread from its own Tcr (warm-up included): the JSON's
+  // mode and gc say what ran, not what was asked for.
+  std::uint64_t runs = 0;
+  std::uint64_t runs_detached = 0;
+  std::uint64_t runs_gc_registered = 0;
+  const char* handle_mode = "";  // the manager's, as it chose
   std::size_t stack_size = 0;
-  bool gc = true;
   std::size_t warmup = 0;
   double us_per_thread_first = 0;
   double us_per_thread_last = 0;
@@ -68,6 +71,10 @@ struct Summary {
   ResourceCounts final_counts;
   std::vector<IntervalSample> intervals;
   std::vector<std::string> grew;  // names of the counts that ended above baseline (or past slack)
+
+  // "detached" or "joinable" when every run was; "mixed" otherwise.
+  const char* mode() const;
+  bool gc() const { return runs > 0 && runs_gc_registered == runs; }
 };
 
 // The summary's trend figures read from its intervals: single intervals are noisy on a shared

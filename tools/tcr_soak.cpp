@@ -152,13 +152,23 @@ int run(const SoakOptions& o) {
   // The foo loop's semaphore. The detached thread signals it as its last act before exiting; the
   // spawner does not wait for the exit itself, so the previous thread may still be in
   // shutdown_thread_tcr while the next one starts, as in CCL. spawn() reaps it later.
-  std::counting_semaphore<> done{0};
+  // Beside it, what each thread saw of its own Tcr. One capture for both: the closure stays within
+  // std::function's inline buffer, so a spawn allocates nothing for it (a thread that allocated
+  // would grow a malloc arena, which the soak would take for a leak).
+  struct Shared {
+    std::counting_semaphore<> done{0};
+    std::atomic<std::uint64_t> runs{0}, runs_detached{0}, runs_gc_registered{0};
+  } shared;
+  std::counting_semaphore<>& done = shared.done;
   const SpawnOptions spawn_options{.stack_size = o.stack_size, .detached = !o.joinable};
-  const ThreadFunction body = [&done, &o](Tcr&) -> void* {
+  const ThreadFunction body = [&shared, &o](Tcr& self) -> void* {
+    shared.runs.fetch_add(1, std::memory_order_relaxed);
+    if (self.detached()) shared.runs_detached.fetch_add(1, std::memory_order_relaxed);
+    if (self.gc_registered()) shared.runs_gc_registered.fetch_add(1, std::memory_order_relaxed);
     // The seeds' bug on purpose, one kernel resource per thread, never released: proof that the
     // soak notices (it must then exit 1 and name the fds).
     if (o.inject_leak) (void)::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (!o.joinable) done.release();
+    if (!o.joinable) shared.done.release();
     return nullptr;
   };
 
@@ -219,10 +229,11 @@ int run(const SoakOptions& o) {
   const ManagerStats stats = manager.stats();
   summary.threads = o.threads;
   summary.interval = o.interval;
-  summary.joinable = o.joinable;
+  summary.runs = shared.runs.load();
+  summary.runs_detached = shared.runs_detached.load();
+  summary.runs_gc_registered = shared.runs_gc_registered.load();
   summary.handle_mode = handle_mode_word(manager.handle_mode());
   summary.stack_size = o.stack_size;
-  summary.gc = !o.no_gc;
   summary.warmup = o.warmup;
   summary.us_per_thread_first = summary.intervals.front().us_per_thread;
   summary.us_per_thread_last = summary.intervals.back().us_per_thread;

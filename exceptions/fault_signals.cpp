@@ -22,6 +22,7 @@ std::atomic<bool> g_installed{false};
 // SA_RESETHAND of a previous handler: it wants to run once, then the default action.
 std::atomic<bool> g_prev_segv_spent{false};
 std::atomic<bool> g_prev_bus_spent{false};
+std::atomic<detail::ChainObserver> g_chain_observer{nullptr};
 
 bool mprotect_writable(void* page, std::size_t size) {
   return ::mprotect(page, size, PROT_READ | PROT_WRITE) == 0;
@@ -52,6 +53,9 @@ void chain(int sig, siginfo_t* info, void* ucontext) {
                           (resethand && spent.load(std::memory_order_acquire));
   const bool is_ignore = !siginfo && prev.sa_handler == SIG_IGN;
   if (is_ignore && user_sent) return;
+  if (detail::ChainObserver observe = g_chain_observer.load(std::memory_order_relaxed)) {
+    observe(sig, is_default || is_ignore);
+  }
   if (is_default || is_ignore) {
     // The default action, as if we had never been installed. A fault re-executes the faulting
     // instruction on return and meets the default action there (the kernel does not let a
@@ -106,6 +110,10 @@ void on_fault(int sig, siginfo_t* info, void* ucontext) {
 }
 
 }  // namespace
+
+void detail::set_chain_observer(ChainObserver observer) {
+  g_chain_observer.store(observer, std::memory_order_relaxed);
+}
 
 Result<void> install_fault_handlers() {
   static std::mutex s_mutex;

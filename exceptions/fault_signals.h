@@ -25,4 +25,13 @@ bool fault_handlers_installed();
 // The action each signal had before ours, which faults that are not ours go to.
 struct sigaction previous_fault_action(int sig);
 
+namespace detail {
+// A test's window on rule 3: called from the handler each time a fault or a sent SIGSEGV/SIGBUS
+// is passed on, with the signal and whether it goes to the default action (SIG_DFL, or SIG_IGN for
+// a fault), just before it does. It runs in the signal handler, so it must be async-signal-safe.
+// Null by default (one relaxed load per passed-on fault).
+using ChainObserver = void (*)(int sig, bool to_default);
+void set_chain_observer(ChainObserver observer);
+}  // namespace detail
+
 }  // namespace tcr

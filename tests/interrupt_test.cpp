@@ -445,5 +445,64 @@ TEST(InterruptTidReuse, MisdeliveryIsRefusedOnTheTgkillPathAndImpossibleOnThePid
   }
 }
 
+// The pidfd path itself: a thread that exited but is not joined keeps its record, its ThreadRef
+// and its pidfd, while its tid goes to a new thread. The manager refuses from the record's state;
+// under that check, the record's own pidfd also refuses (ESRCH: it names the exited thread, not
+// the tid), where the same tid through tgkill reaches the new owner.
+TEST(InterruptTidReuse, AnExitedUnjoinedThreadsPidfdNeverReachesTheTidsNewOwner) {
+  if (access("/proc/sys/kernel/ns_last_pid", W_OK) != 0) {
+    GTEST_SKIP() << "needs CAP_SYS_ADMIN to write /proc/sys/kernel/ns_last_pid";
+  }
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { ++t_hits; };
+  sigemptyset(&sa.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+  ManagerOptions o;
+  o.handle_mode = HandleModeChoice::Pidfd;
+  auto m = make_manager(o);
+  Result<ThreadRef> first = m->spawn("first", [](Tcr&) -> void* { return nullptr; });
+  ASSERT_TRUE(first.has_value());
+  const Tcr* record = first->tcr_unchecked();
+  const pid_t old_tid = record->tid();
+  // Exited (the kernel says so through the pidfd), not joined: the record and its pidfd stay.
+  ASSERT_TRUE(*record->handle().wait_exit(10'000));
+  ASSERT_TRUE(record->handle().valid());
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> hits{0};
+  Result<ThreadRef> second = spawn_with_tid(*m, old_tid, stop, hits);
+  if (!second) GTEST_SKIP() << second.error().message();
+  ASSERT_EQ(second->tcr_unchecked()->tid(), old_tid);
+  ASSERT_EQ(record->tid(), old_tid);
+
+  // From here on a failed assertion must still let the second thread go, or the manager's
+  // destructor would wait for it forever.
+  struct LetGo {
+    std::atomic<bool>& stop;
+    ~LetGo() { stop = true; }
+  } let_go{stop};
+  Result<void> through_manager = m->signal(*first, SIGUSR1);
+  EXPECT_FALSE(through_manager);
+  if (!through_manager) {
+    EXPECT_EQ(through_manager.error().step, Step::ThreadExited);
+  }
+  const SignalPermit permit = SignalPermitForTesting::make();
+  Result<void> through_pidfd = record->handle().signal(SIGUSR1, permit);
+  EXPECT_FALSE(through_pidfd);
+  if (!through_pidfd) {
+    EXPECT_EQ(through_pidfd.error().step, Step::ThreadExited);
+    EXPECT_EQ(through_pidfd.error().code, ESRCH);
+  }
+  EXPECT_FALSE(*record->handle().alive(permit));
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(hits.load(), 0) << "a signal for the exited thread reached the tid's new owner";
+  // What the pidfd saves us from: the same tid, through tgkill, names the new thread.
+  ASSERT_EQ(syscall(SYS_tgkill, getpid(), old_tid, SIGUSR1), 0);
+  EXPECT_TRUE(eventually([&] { return hits.load() == 1; }));
+  stop = true;
+  EXPECT_TRUE(m->join(*second).has_value());
+  EXPECT_TRUE(m->join(*first).has_value());
+}
+
 }  // namespace
 }  // namespace tcr

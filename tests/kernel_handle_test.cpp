@@ -10,14 +10,9 @@
 #include "runtime/kernel_handle.h"
 #include "runtime/os.h"
 #include "runtime/resources.h"
+#include "tests/test_support.h"
 
 namespace tcr {
-
-// Tests may sign permits: they play the registry's part and keep the thread alive themselves.
-class SignalPermitForTesting {
- public:
-  static SignalPermit make() { return SignalPermit{}; }
-};
 
 namespace {
 

@@ -16,6 +16,17 @@
 #include "runtime/resources.h"
 #include "threads/thread_manager.h"
 
+namespace tcr {
+
+// Tests may sign permits: they play the registry's part and keep the thread alive themselves, or
+// show what a signal through a handle does once it is not.
+class SignalPermitForTesting {
+ public:
+  static SignalPermit make() { return SignalPermit{}; }
+};
+
+}  // namespace tcr
+
 namespace tcr::testing {
 
 inline std::unique_ptr<ThreadManager> make_manager(ManagerOptions options = {}) {

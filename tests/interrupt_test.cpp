@@ -249,6 +249,38 @@ TEST(Interrupt, RacingTheTargetsExitNeverLosesOrMisdelivers) {
   std::printf("%d delivered, %d undelivered\n", delivered, undelivered);
 }
 
+// A burst of interrupts at a thread that returns at once: by the time join answers, each ticket has
+// settled (its closure ran, or it was refused at the closed mailbox); none can still be Pending,
+// for the mailbox is drained and closed in one step under its lock.
+TEST(Interrupt, ABurstAtAThreadThatReturnsAtOnceLeavesNoTicketPendingAfterJoin) {
+  auto m = make_manager();
+  testing::Watchdog dog("interrupt bursts at brief threads", 120s);
+  int pending = 0, delivered = 0, undelivered = 0;
+  for (int round = 0; round < 300; ++round) {
+    Result<ThreadRef> t = m->spawn("brief", [](Tcr&) -> void* { return nullptr; });
+    ASSERT_TRUE(t.has_value());
+    // Interrupts back to back until one finds the mailbox closed: the burst straddles the
+    // thread's last safe point every round.
+    std::vector<InterruptTicket> tickets;
+    for (int i = 0; i < 100000; ++i) {
+      Result<InterruptTicket> ticket = m->interrupt(*t, [](Tcr&) {});
+      ASSERT_TRUE(ticket.has_value()) << ticket.error().message();
+      tickets.push_back(*ticket);
+      if (ticket->outcome() == InterruptOutcome::Undelivered) break;
+    }
+    ASSERT_TRUE(m->join(*t).has_value());
+    for (const InterruptTicket& ticket : tickets) {
+      switch (ticket.outcome()) {
+        case InterruptOutcome::Pending: ++pending; break;
+        case InterruptOutcome::Delivered: ++delivered; break;
+        case InterruptOutcome::Undelivered: ++undelivered; break;
+      }
+    }
+  }
+  EXPECT_EQ(pending, 0);
+  std::printf("%d delivered, %d undelivered\n", delivered, undelivered);
+}
+
 // The seed's "goodbye" message: a thread interrupts another and exits at once. The message
 // reaches its target after the sender is gone, and the sender's ticket says so.
 TEST(Interrupt, AThreadsLastMessageBeforeExitReachesItsTarget) {

@@ -3,10 +3,14 @@
 // the seeds' CCL went from ~0.3 ms to ~10 ms per thread after 150,000 of them).
 //
 // Variants, each a loop of --threads cycles:
-//   pthread     pthread_create + pthread_join: the floor any thread manager builds on
-//   gc_pthread  GC_pthread_create + GC_pthread_join: what a Boehm-based runtime pays today
-//   tcr_join    ThreadManager::spawn + join (pidfd, own stack + guard page, GC registration)
-//   tcr_detach  spawn detached, the thread signals a semaphore, reap at the end: CCL's foo loop
+//   pthread         pthread_create + pthread_join: the floor any thread manager builds on
+//   pthread_detach  pthread_create detached, the thread signals a semaphore: the foo loop's floor
+//   gc_pthread      GC_pthread_create + GC_pthread_join: what a Boehm-based runtime pays today
+//   tcr_join        ThreadManager::spawn + join (pidfd, own stack + guard page, GC registration)
+//   tcr_detach      spawn detached, the thread signals a semaphore, reap at the end: CCL's foo
+//                   loop
+// Each variant's ratio_to_baseline compares it with its like: a detached loop, whose exits
+// overlap the next create on the second core, with pthread_detach; the others with pthread.
 // All use the same stack size. glibc caches the stacks of joined pthreads, so the first two
 // variants reuse one stack while tcr maps its own: that difference is part of what is measured.
 // The machine is shared and noisy: every round runs every variant once, in an order that rotates
@@ -77,6 +81,31 @@ Result<void> pthread_cycles(std::uint64_t n, std::size_t stack_size, Create crea
   return {};
 }
 
+// The foo loop bare: each thread is created detached and signals the semaphore as its last act;
+// the loop waits for the signal, not for the exit, as tcr_detach does.
+void* post_and_return(void* done) {
+  static_cast<std::counting_semaphore<>*>(done)->release();
+  return nullptr;
+}
+
+Result<void> pthread_detached_cycles(std::uint64_t n, std::size_t stack_size,
+                                     std::counting_semaphore<>& done) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, stack_size);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    pthread_t thread;
+    if (int rc = ::pthread_create(&thread, &attr, post_and_return, &done); rc != 0) {
+      pthread_attr_destroy(&attr);
+      return fail(Step::PthreadCreate, rc, "pthread_detach");
+    }
+    done.acquire();
+  }
+  pthread_attr_destroy(&attr);
+  return {};
+}
+
 class SpawnBench {
  public:
   SpawnBench(const SpawnBenchOptions& o, ThreadManager& manager)
@@ -108,6 +137,9 @@ class SpawnBench {
   Result<void> pthread(std::uint64_t n) {
     return pthread_cycles(n, m_o.stack_size, ::pthread_create, ::pthread_join, "pthread");
   }
+  Result<void> pthread_detach(std::uint64_t n) {
+    return pthread_detached_cycles(n, m_o.stack_size, m_bare_done);
+  }
   Result<void> gc_pthread(std::uint64_t n) {
     return pthread_cycles(n, m_o.stack_size, GC_pthread_create, GC_pthread_join, "gc_pthread");
   }
@@ -118,6 +150,7 @@ class SpawnBench {
   const SpawnOptions m_joinable;
   const SpawnOptions m_detached;
   std::counting_semaphore<> m_done{0};
+  std::counting_semaphore<> m_bare_done{0};
   const ThreadFunction m_do_nothing = [](Tcr&) -> void* { return nullptr; };
   const ThreadFunction m_signal_done = [this](Tcr&) -> void* {
     m_done.release();
@@ -129,6 +162,7 @@ struct Variant {
   const char* key;
   const char* label;
   Result<void> (SpawnBench::*run)(std::uint64_t);
+  const char* baseline;  // the key of the variant it is compared with (ratio_to_baseline)
   std::vector<double> us_per_thread;      // wall clock, one per round
   std::vector<double> cpu_us_per_thread;  // process CPU, one per round
 };
@@ -222,6 +256,14 @@ Result<FdHighWater> measure_fd_high_water(SpawnBench& bench, const SpawnBenchOpt
   return h;
 }
 
+// The median µs of the variant named `key`.
+double median_of(const std::vector<Variant>& variants, std::string_view key) {
+  for (const Variant& v : variants) {
+    if (key == v.key) return median(v.us_per_thread);
+  }
+  return NAN;
+}
+
 void print_text(const SpawnBenchOptions& o, const char* mode, const std::vector<Variant>& variants,
                 double pthread_us, const History* history, const FdHighWater* fds,
                 double seconds) {
@@ -229,13 +271,14 @@ void print_text(const SpawnBenchOptions& o, const char* mode, const std::vector<
       "tcr-bench spawn: {} threads x {} rounds per variant, stack {} KiB, handle mode {}; "
       "medians over rounds\n",
       o.threads, o.rounds, o.stack_size / 1024, mode);
-  fmt::print("  {:<40}{:>10}{:>8}{:>8}{:>11}{:>11}\n", "variant", "us/thread", "min", "max",
-             "x pthread", "cpu us");
+  fmt::print("  {:<40}{:>10}{:>8}{:>8}{:>11}{:>20}{:>9}\n", "variant", "us/thread", "min", "max",
+             "x pthread", "x like (baseline)", "cpu us");
   for (const Variant& v : variants) {
     const double med = median(v.us_per_thread);
-    fmt::print("  {:<40}{:>10.1f}{:>8.1f}{:>8.1f}{:>11.2f}{:>11.1f}\n", v.label, med,
+    fmt::print("  {:<40}{:>10.1f}{:>8.1f}{:>8.1f}{:>11.2f}{:>6.2f} {:>13}{:>9.1f}\n", v.label, med,
                *std::min_element(v.us_per_thread.begin(), v.us_per_thread.end()),
                *std::max_element(v.us_per_thread.begin(), v.us_per_thread.end()), med / pthread_us,
+               med / median_of(variants, v.baseline), fmt::format("({})", v.baseline),
                median(v.cpu_us_per_thread));
   }
   if (history) {
@@ -266,11 +309,13 @@ void print_json(const SpawnBenchOptions& o, const char* mode, const std::vector<
     const double med = median(v.us_per_thread);
     out += fmt::format(
         R"({}{}:{{"label":{},"us_per_thread":{},"min":{},"max":{},"ratio_to_pthread":{},)"
-        R"("cpu_us_per_thread":{},"rounds":[{}]}})",
+        R"("baseline":{},"ratio_to_baseline":{},"cpu_us_per_thread":{},"rounds":[{}]}})",
         first ? "" : ",", json_string(v.key), json_string(v.label), json_number(med),
         json_number(*std::min_element(v.us_per_thread.begin(), v.us_per_thread.end())),
         json_number(*std::max_element(v.us_per_thread.begin(), v.us_per_thread.end())),
-        json_number(med / pthread_us), json_number(median(v.cpu_us_per_thread)), rounds);
+        json_number(med / pthread_us), json_string(v.baseline),
+        json_number(med / median_of(variants, v.baseline)), json_number(median(v.cpu_us_per_thread)),
+        rounds);
     first = false;
   }
   out += "},\"history\":";
@@ -306,21 +351,26 @@ int run_spawn(const SpawnBenchOptions& o) {
   SpawnBench bench(o, **created);
   const char* mode = handle_mode_word((*created)->handle_mode());
 
-  // History first, so that its first window really is the manager's first spawns (after one
-  // warm-up, which pays for the handle-mode probe and the logger).
+  // History first, so that its first window is early in the manager's life. Both windows follow
+  // at least a window of untimed spawns: after one warm-up spawn the first window would still pay
+  // cold-start costs (the handle-mode probe, the logger, caches filling) that the second, after
+  // hundreds of thousands, does not, and a ratio below 1 from that could mask growth.
   std::optional<History> history;
   if (o.history_after > 0 && o.history_window > 0) {
-    if (auto r = bench.tcr_detach(1); !r) return fail_with(r.error(), "warm-up");
+    if (auto r = bench.tcr_detach(o.history_window); !r) return fail_with(r.error(), "warm-up");
     auto h = measure_history(bench, o);
     if (!h) return fail_with(h.error(), "history");
     history = *h;
   }
 
   std::vector<Variant> variants{
-      {"pthread", "pthread_create + join", &SpawnBench::pthread, {}, {}},
-      {"gc_pthread", "GC_pthread_create + join", &SpawnBench::gc_pthread, {}, {}},
-      {"tcr_join", "tcr spawn + join", &SpawnBench::tcr_join, {}, {}},
-      {"tcr_detach", "tcr spawn detached + semaphore + reap", &SpawnBench::tcr_detach, {}, {}},
+      {"pthread", "pthread_create + join", &SpawnBench::pthread, "pthread", {}, {}},
+      {"pthread_detach", "pthread_create detached + semaphore", &SpawnBench::pthread_detach,
+       "pthread_detach", {}, {}},
+      {"gc_pthread", "GC_pthread_create + join", &SpawnBench::gc_pthread, "pthread", {}, {}},
+      {"tcr_join", "tcr spawn + join", &SpawnBench::tcr_join, "pthread", {}, {}},
+      {"tcr_detach", "tcr spawn detached + semaphore + reap", &SpawnBench::tcr_detach,
+       "pthread_detach", {}, {}},
   };
   // One untimed round at a tenth of the size: first-touch costs (stack caches, GC thread tables,
   // the HandleTable growing) belong to no variant.

@@ -1,13 +1,17 @@
 // `tcr-bench traps`: what a GC write barrier costs in each ProtectedRegion mode, in one run: the
 // cost of the first write to a protected page (trap, resolution and the write; Async takes no
 // trap: the kernel marks the page) and the cost of collect_dirty() per 1,000 dirtied pages
-// (which re-arms them). Modes are interleaved round by round over regions of the same size, and
-// an unprotected region gives the floor (a plain write to a resident page). A mode this kernel
+// (which re-arms them). Modes are interleaved round by round over regions of the same size, the
+// order rotating each round (no mode always runs first, or right after another's collect), and
+// an unprotected region gives the floor (a plain write to a resident page; it has nothing to
+// collect, so its collect figure is null, as is every vs_signal when Signal is unavailable). A mode this kernel
 // lacks is reported as unavailable, never replaced by another (RegionOptions::fall_back off).
 #include <CLI/CLI.hpp>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cmath>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,7 +75,8 @@ int run_traps(const TrapsBenchOptions& o) {
   std::vector<std::size_t> dirty;
   dirty.reserve(o.pages);
   for (int round = 0; round < o.rounds; ++round) {
-    for (ModeRun& run : runs) {
+    for (std::size_t k = 0; k < runs.size(); ++k) {
+      ModeRun& run = runs[(k + static_cast<std::size_t>(round)) % runs.size()];
       if (!run.unavailable.empty()) continue;
       volatile char* mem = run.mem;
       const Clock::time_point t0 = Clock::now();
@@ -110,12 +115,18 @@ int run_traps(const TrapsBenchOptions& o) {
                           json_string(run.unavailable));
       continue;
     }
+    // Not measured is NaN, which the JSON prints as null and the table as "-".
+    const double nan = std::numeric_limits<double>::quiet_NaN();
     const double w = median(run.write_ns);
-    const double c = run.collect_us.empty() ? 0.0 : median(run.collect_us);
-    const double ratio = signal_ns > 0 ? w / signal_ns : 0.0;
+    const double c = run.collect_us.empty() ? nan : median(run.collect_us);
+    const double ratio = signal_ns > 0 ? w / signal_ns : nan;
     const std::uint64_t traps = run.region ? run.region->traps() : 0;
     if (!o.json) {
-      fmt::print("{:>9} {:>16.1f} {:>22.1f} {:>14.3f}\n", run.name, w, c, ratio);
+      auto cell = [](double v, int width, int precision) {
+        return std::isfinite(v) ? fmt::format("{:>{}.{}f}", v, width, precision)
+                                : fmt::format("{:>{}}", "-", width);
+      };
+      fmt::print("{:>9} {:>16.1f} {} {}\n", run.name, w, cell(c, 22, 1), cell(ratio, 14, 3));
     }
     json += fmt::format(
         R"({}{{"mode":"{}","first_write_ns":{},"collect_us_per_1000_pages":{},"vs_signal":{},"traps":{}}})",

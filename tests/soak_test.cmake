@@ -128,7 +128,7 @@ if(TARGET tcr-bench)
   endfunction()
   tcr_bench_smoke_test(Bench.SpawnReportsEveryVariant 180
     "spawn --threads 200 --rounds 3 --history-window 500 --history-after 2000 --fd-high-water 2000 --json"
-    "bench variants.pthread.us_per_thread variants.gc_pthread.us_per_thread variants.tcr_join.us_per_thread variants.tcr_detach.us_per_thread variants.tcr_join.ratio_to_pthread history.ratio fd_high_water.ratio_after seconds")
+    "bench variants.pthread.us_per_thread variants.pthread_detach.us_per_thread variants.gc_pthread.us_per_thread variants.tcr_join.us_per_thread variants.tcr_detach.us_per_thread variants.tcr_join.ratio_to_pthread variants.tcr_detach.ratio_to_baseline history.ratio fd_high_water.ratio_after seconds")
   tcr_bench_smoke_test(Bench.HandlesReportsBothTables 60
     "handles --fds 2000 --calls 2000 --rounds 3 --json"
     "bench high_water_fds ns_small_table ns_after_high_water ratio")

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <semaphore>
 #include <string>
 #include <string_view>
@@ -73,7 +74,9 @@ struct SoakOptions {
   std::string handle_mode = "auto";  // auto, pidfd or tgkill
   bool no_gc = false;
   bool inject_leak = false;
-  std::size_t warmup = 1;
+  // Default: one interval, so the first interval follows as many spawns as any later one does
+  // at least, and cold-start costs do not pull the first/last ratio below 1 (masking growth).
+  std::optional<std::size_t> warmup;
   std::size_t rss_slack_mib = 8;
   bool no_memory_check = kSanitizerBuild;  // maps and RSS; see TCR_SOAK_SANITIZER_BUILD
 };
@@ -185,7 +188,7 @@ int run(const SoakOptions& o) {
   };
 
   // Warm-up, then the baseline: see kHelpFooter for what the warm-up absorbs.
-  for (std::size_t i = 0; i < o.warmup; ++i) {
+  for (std::size_t i = 0; i < *o.warmup; ++i) {
     if (auto r = one_thread(); !r) return fail_with(r.error(), "warm-up spawn");
   }
   manager.reap(true);
@@ -234,7 +237,7 @@ int run(const SoakOptions& o) {
   summary.runs_gc_registered = shared.runs_gc_registered.load();
   summary.handle_mode = handle_mode_word(manager.handle_mode());
   summary.stack_size = o.stack_size;
-  summary.warmup = o.warmup;
+  summary.warmup = *o.warmup;
   summary.us_per_thread_first = summary.intervals.front().us_per_thread;
   summary.us_per_thread_last = summary.intervals.back().us_per_thread;
   summary.records = stats.records;
@@ -289,8 +292,8 @@ int main(int argc, char** argv) {
   app.add_flag("--no-gc", o.no_gc, "Neither initialize Boehm GC nor register threads with it");
   app.add_flag("--inject-leak", o.inject_leak,
                "Self-check: each thread opens /dev/null and never closes it; the run must exit 1");
-  app.add_option("--warmup", o.warmup, "Threads spawned and reaped before the baseline")
-      ->capture_default_str();
+  app.add_option("--warmup", o.warmup,
+                 "Threads spawned and reaped before the baseline (default: one interval)");
   app.add_option("--rss-slack-mib", o.rss_slack_mib, "RSS growth tolerated, in MiB")
       ->capture_default_str();
   app.add_flag("--no-memory-check", o.no_memory_check,
@@ -300,5 +303,6 @@ int main(int argc, char** argv) {
 
   if (o.interval == 0) o.interval = std::max<std::uint64_t>(1, o.threads / 20);
   o.interval = std::min(o.interval, o.threads);
+  if (!o.warmup) o.warmup = o.interval;
   return tcr::soak::run(o);
 }

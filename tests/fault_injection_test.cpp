@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 #include <errno.h>
 
+#include <signal.h>
+
 #include <atomic>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "runtime/kernel_handle.h"
 
@@ -71,11 +74,24 @@ INSTANTIATE_TEST_SUITE_P(
 
 class AdoptFault : public ::testing::TestWithParam<Fault> {};
 
+// The foreign thread brings an alternate signal stack of its own (a runtime's, say): whichever
+// step fails, adoption gives it back exactly, and so does release after the retry.
+bool same_alt_stack(const stack_t& a, const stack_t& b) {
+  return a.ss_sp == b.ss_sp && a.ss_size == b.ss_size && a.ss_flags == b.ss_flags;
+}
+
 TEST_P(AdoptFault, NamesTheStepLeaksNothingAndTheThreadCanRetry) {
   const Fault f = GetParam();
   auto m = testing::make_manager();
   const ResourceLedger ledger;
   std::thread foreign([&] {
+    std::vector<char> own(64 * 1024);
+    stack_t mine{};
+    mine.ss_sp = own.data();
+    mine.ss_size = own.size();
+    ASSERT_EQ(::sigaltstack(&mine, nullptr), 0);
+    stack_t before_alt{};
+    ASSERT_EQ(::sigaltstack(nullptr, &before_alt), 0);
     const ResourceCounts before = ledger.snapshot();
     {
       os::ScopedFault fault(f.call, 1, f.err);
@@ -85,10 +101,20 @@ TEST_P(AdoptFault, NamesTheStepLeaksNothingAndTheThreadCanRetry) {
       EXPECT_EQ(t.error().code, f.err);
     }
     EXPECT_EQ(ThreadManager::current(), nullptr);
+    stack_t after_alt{};
+    ASSERT_EQ(::sigaltstack(nullptr, &after_alt), 0);
+    EXPECT_TRUE(same_alt_stack(before_alt, after_alt))
+        << "the failed adoption left the alternate stack at " << after_alt.ss_sp;
     testing::expect_no_leak(before, ledger.snapshot());
     Result<Tcr*> retry = m->adopt_current_thread("callback");
     ASSERT_TRUE(retry) << retry.error().message();
     ASSERT_TRUE(m->release_current_thread());
+    ASSERT_EQ(::sigaltstack(nullptr, &after_alt), 0);
+    EXPECT_TRUE(same_alt_stack(before_alt, after_alt))
+        << "release left the alternate stack at " << after_alt.ss_sp;
+    stack_t off{};
+    off.ss_flags = SS_DISABLE;
+    ::sigaltstack(&off, nullptr);
   });
   foreign.join();
   EXPECT_TRUE(m->snapshot().empty());
@@ -97,6 +123,9 @@ TEST_P(AdoptFault, NamesTheStepLeaksNothingAndTheThreadCanRetry) {
 INSTANTIATE_TEST_SUITE_P(
     EveryAcquisition, AdoptFault,
     ::testing::Values(Fault{os::Call::PidfdOpen, EMFILE, Step::PidfdOpen, "PidfdOpen"},
+                      Fault{os::Call::Mmap, ENOMEM, Step::StackMmap, "AltStackMmap"},
+                      Fault{os::Call::Mprotect, ENOMEM, Step::StackGuardMprotect, "AltGuardPage"},
+                      Fault{os::Call::Sigaltstack, ENOMEM, Step::Sigaltstack, "Sigaltstack"},
                       Fault{os::Call::GcRegister, ENOMEM, Step::GcRegister, "GcRegister"}),
     [](const ::testing::TestParamInfo<Fault>& p) { return p.param.name; });
 

@@ -1,4 +1,4 @@
-// Register capture on Darwin, x86-64 and arm64. Compiled only on Apple (not built or tested on the
+// Register capture and fault-access decoding on Darwin, x86-64 and arm64. Compiled only on Apple (not built or tested on the
 // Linux machine this project is developed on).
 #include <sys/ucontext.h>
 
@@ -7,6 +7,20 @@
 namespace tcr::machine {
 
 const std::size_t kRedZoneBytes = 128;  // both x86-64 and arm64 on Darwin
+
+// The thread's exception state in the signal's mcontext: x86-64's trap number and error code,
+// arm64's ESR.
+FaultAccess fault_access(const void* ucontext, const siginfo_t* info) {
+  if (ucontext == nullptr || info == nullptr || info->si_code <= 0) return FaultAccess::Unknown;
+  const auto* uc = static_cast<const ucontext_t*>(ucontext);
+  if (uc->uc_mcontext == nullptr) return FaultAccess::Unknown;
+  const auto& es = uc->uc_mcontext->__es;
+#if defined(__x86_64__)
+  return access_from_x86_page_fault(es.__trapno, es.__err);
+#else
+  return access_from_arm64_esr(es.__esr);
+#endif
+}
 
 void capture_from_ucontext(const void* ucontext, RegisterSet& out) {
   const auto* uc = static_cast<const ucontext_t*>(ucontext);

@@ -5,7 +5,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -111,29 +110,11 @@ Result<std::shared_lock<std::shared_mutex>> arming_session(const detail::RegionC
   return detail::listener_session();
 }
 
-// Signal mode: each part of [first, first + bytes) mprotected with the protection it had at
-// create(), less PROT_WRITE when armed; nothing else about it changes (an RWX heap stays
-// executable). Stops at the first failure.
-Result<void> mprotect_spans(const detail::RegionCore& r, char* first, std::size_t bytes, bool on) {
-  char* const last = first + bytes;
-  const std::vector<detail::ProtectionSpan>& spans = r.layout.spans;
-  for (std::size_t i = r.layout.span_index(first); i < spans.size() && spans[i].start < last; ++i) {
-    char* const from = std::max(spans[i].start, first);
-    char* const to = std::min(spans[i].start + spans[i].length, last);
-    const int prot = on ? detail::armed_protection(spans[i].prot) : spans[i].prot;
-    if (Result<void> r2 = os::mprotect(from, static_cast<std::size_t>(to - from), prot,
-                                       Step::RegionMprotect);
-        !r2) {
-      return r2;
-    }
-  }
-  return {};
-}
-
 // The protection change of the Signal and Listener modes.
 Result<void> set_protection(detail::RegionCore& r, char* base, std::size_t length, bool on) {
   if (r.mode == TrapMode::Listener) return r.listener->write_protect(base, length, on);
-  return mprotect_spans(r, base, length, on);
+  // Each part keeps its protection but PROT_WRITE: an RWX heap stays executable while armed.
+  return detail::mprotect_spans(r.layout, base, length, on);
 }
 
 }  // namespace
@@ -192,7 +173,7 @@ Result<std::unique_ptr<ProtectedRegion>> ProtectedRegion::create(void* base, std
   if (Result<void> r = detail::add_region(core.get()); !r) return std::unexpected(r.error());
   Result<void> registered;
   if (mode == TrapMode::Listener) {
-    registered = core->listener->register_range(base, length);
+    registered = core->listener->register_range(base, length, core->layout);
   } else if (mode == TrapMode::Async) {
     registered = core->async->register_range(base, length);
   }

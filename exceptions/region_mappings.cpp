@@ -1,8 +1,11 @@
 #include "exceptions/region_mappings.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <new>
+
+#include "runtime/os.h"
 
 namespace tcr::detail {
 namespace {
@@ -108,6 +111,22 @@ std::size_t RangeLayout::span_index(const void* address) const {
     }
   }
   return low;
+}
+
+Result<void> mprotect_spans(const RangeLayout& layout, char* first, std::size_t bytes, bool armed) {
+  char* const last = first + bytes;
+  const std::vector<ProtectionSpan>& spans = layout.spans;
+  for (std::size_t i = layout.span_index(first); i < spans.size() && spans[i].start < last; ++i) {
+    char* const from = std::max(spans[i].start, first);
+    char* const to = std::min(spans[i].start + spans[i].length, last);
+    const int prot = armed ? armed_protection(spans[i].prot) : spans[i].prot;
+    if (Result<void> r = os::mprotect(from, static_cast<std::size_t>(to - from), prot,
+                                      Step::RegionMprotect);
+        !r) {
+      return r;
+    }
+  }
+  return {};
 }
 
 Result<RangeLayout> read_layout(char* base, std::size_t length) {

@@ -59,6 +59,12 @@ struct RangeLayout {
 // be read; RegionAllocate when the spans cannot be stored.
 Result<RangeLayout> read_layout(char* base, std::size_t length);
 
+// mprotects each part of [first, first + bytes), which must lie in the layout's range, with its
+// own protection (armed: armed_protection of it). Stops at the first failure
+// (Step::RegionMprotect); parts before it are changed. The Signal mode's arming, and Darwin's
+// Listener, which arms with mprotect too.
+Result<void> mprotect_spans(const RangeLayout& layout, char* first, std::size_t bytes, bool armed);
+
 // What the Signal mode maps an armed page with: its protection without PROT_WRITE. Read stays:
 // PROT_WRITE implies it on every MMU tcr runs on, and a write-only page must not turn
 // inaccessible while armed.

@@ -294,6 +294,24 @@ TEST_P(RegionAllocations, CollectDirtyMakesRoomForWhatItReportsNotForTheRegion) 
   EXPECT_LT(pages.capacity(), kPages / 8);
 }
 
+// More written pages than one Async scan makes room for (4,096), and runs longer than any room
+// made before: every page is reported once, in order. (Guards the room-first collect.)
+TEST_P(RegionAllocations, EveryWrittenPageIsReportedWhenThereAreMoreThanOneScanHolds) {
+  constexpr std::size_t kPages = 9000;
+  Mapping m(kPages, PROT_READ | PROT_WRITE);
+  MAKE_OR_SKIP(region, m.base, m.length);
+  ASSERT_TRUE(region->protect());
+  std::vector<std::size_t> expected;
+  for (std::size_t p = 0; p < kPages; ++p) {
+    if (p % 3 != 2 || p >= kPages - 100) {  // runs of two, then one run of a hundred
+      m.page_at(p)[0] = 1;
+      expected.push_back(p);
+    }
+  }
+  EXPECT_EQ(collect(*region), expected);
+  EXPECT_TRUE(collect(*region).empty());
+}
+
 // unprotect() (and so the destructor) used to copy every page's state to a vector first: 16 MiB
 // for this 64 GiB heap, and a std::bad_alloc out of a destructor when it failed. Now each claimed
 // page keeps its former state itself: the peak RSS does not move.

@@ -1,6 +1,8 @@
+#include <algorithm>
 #include <mutex>
 
 #include "exceptions/async_tracker.h"
+#include "exceptions/region_table.h"
 #include "exceptions/uffd_linux.h"
 #include "runtime/os.h"
 
@@ -31,6 +33,8 @@ static_assert(sizeof(PmScanArg) == 96);
 constexpr std::uint64_t kScanWpMatching = 1 << 0;
 constexpr std::uint64_t kScanCheckWpAsync = 1 << 1;
 constexpr std::uint64_t kPageIsWritten = 1 << 1;
+// At most this many pages per scan: the room collect() makes in the caller's list before each.
+constexpr std::uint64_t kPagesPerScan = 4096;
 
 class LinuxAsyncTracker final : public AsyncTracker {
  public:
@@ -53,12 +57,16 @@ class LinuxAsyncTracker final : public AsyncTracker {
   Result<void> collect(void* base, std::size_t length, std::size_t page_size,
                        std::vector<std::size_t>& pages) override {
     // Written pages come back as runs; 256 runs per call, and the scan resumes at walk_end
-    // until the range is covered.
+    // until the range is covered. Room for what a scan may report is made before it runs (it
+    // re-protects what it reports: failing to store those pages then would lose their writes),
+    // and max_pages holds the scan to that room.
     PageRegion runs[256];
     const auto start = reinterpret_cast<std::uint64_t>(base);
     const std::uint64_t end = start + length;
     std::uint64_t at = start;
     while (at < end) {
+      const std::size_t room = std::min<std::uint64_t>((end - at) / page_size, kPagesPerScan);
+      if (Result<void> made = make_room(pages, room); !made) return made;
       PmScanArg arg{};
       arg.size = sizeof arg;
       arg.flags = kScanWpMatching | kScanCheckWpAsync;
@@ -66,6 +74,7 @@ class LinuxAsyncTracker final : public AsyncTracker {
       arg.end = end;
       arg.vec = reinterpret_cast<std::uint64_t>(runs);
       arg.vec_len = sizeof runs / sizeof runs[0];
+      arg.max_pages = room;
       arg.category_mask = kPageIsWritten;
       arg.return_mask = kPageIsWritten;
       Result<long> n = os::pagemap_scan(m_pagemap, &arg);

@@ -12,6 +12,7 @@
 #include "exceptions/stack_guard.h"
 #include "exceptions/tcr_access.h"
 #include "runtime/log.h"
+#include "runtime/machine_context.h"
 
 namespace tcr {
 namespace {
@@ -24,18 +25,23 @@ std::atomic<bool> g_prev_segv_spent{false};
 std::atomic<bool> g_prev_bus_spent{false};
 std::atomic<detail::ChainObserver> g_chain_observer{nullptr};
 
-bool mprotect_writable(void* page, std::size_t size) {
-  return ::mprotect(page, size, PROT_READ | PROT_WRITE) == 0;
-}
-
-// 1. A write to an armed page of a Signal-mode region.
-bool resolve_region_fault(void* address) {
+// 1. A write to an armed page of a Signal-mode region. Only a write (or a fault whose access the
+// context does not say, as before the access was read): the armed protection keeps read and
+// execute, so a read or an instruction fetch that faults in a region is not the barrier's, and
+// taking it for a write would only give the page back a protection it already has and fault
+// again, forever. It goes on to the previous handler.
+bool resolve_region_fault(void* address, machine::FaultAccess access) {
+  if (access != machine::FaultAccess::Write && access != machine::FaultAccess::Unknown) {
+    return false;
+  }
   detail::PinnedRegion region(address);
   if (!region || region->mode != TrapMode::Signal) return false;
   Tcr* const self = Tcr::current();
+  const int prot = region->layout.span_of(address).prot;  // what the page had at create()
   bool counted = false;
   return detail::resolve_write_fault(
-      *region.get(), region->page_of(address), mprotect_writable,
+      *region.get(), region->page_of(address),
+      [prot](void* page, std::size_t size) { return ::mprotect(page, size, prot) == 0; },
       [self](int delta) {
         if (self != nullptr) detail::ExceptionsAccess::count_trap(*self, delta);
       },
@@ -86,18 +92,24 @@ void chain(int sig, siginfo_t* info, void* ucontext) {
 // there is real and goes on. Initial-exec TLS, readable in a handler.
 thread_local void* t_retried = nullptr;
 
+// Linux reports a write to a write-protected page as SIGSEGV. (Darwin reports some protection
+// faults as SIGBUS: its Signal mode will need SIGBUS taken here too, once it is built there.)
 void on_fault(int sig, siginfo_t* info, void* ucontext) {
   const int saved_errno = errno;
   const bool fault = info->si_code > 0;
-  if (fault && sig == SIGSEGV && resolve_region_fault(info->si_addr)) {
+  const machine::FaultAccess access =
+      fault ? machine::fault_access(ucontext, info) : machine::FaultAccess::Unknown;
+  const bool maybe_write =
+      access == machine::FaultAccess::Write || access == machine::FaultAccess::Unknown;
+  if (fault && sig == SIGSEGV && resolve_region_fault(info->si_addr, access)) {
     t_retried = nullptr;
     errno = saved_errno;
     return;
   }
-  // A fault on a region removed after the fault was raised: its pages were made writable before
-  // the removal, so retrying the write is enough. Once per address: if it faults again, it is not
-  // stale.
-  if (fault && sig == SIGSEGV && t_retried != info->si_addr &&
+  // A write fault on a region removed after the fault was raised: its pages were made writable
+  // before the removal, so retrying the write is enough. Once per address: if it faults again, it
+  // is not stale.
+  if (fault && sig == SIGSEGV && maybe_write && t_retried != info->si_addr &&
       detail::recently_released(info->si_addr)) {
     t_retried = info->si_addr;
     errno = saved_errno;

@@ -1,7 +1,9 @@
 // The SIGSEGV and SIGBUS handlers of the GC-trap layer. Installed once per process, with
 // SA_ONSTACK, so they run on the alternate stack every tcr thread gets at start (Tcr::alt_stack)
 // and still work when a thread has exhausted its own stack. They resolve:
-//  1. a write to an armed page of a Signal-mode ProtectedRegion (marked dirty, made writable);
+//  1. a write to an armed page of a Signal-mode ProtectedRegion (marked dirty, given back its
+//     protection); only a write: what the CPU says the access was (machine::fault_access)
+//     decides, and a read or an instruction fetch faulting in a region goes on to 3;
 //  2. a tcr thread's write into the guard below its stack: the thread's function is abandoned
 //     and join answers Step::StackOverflow (stack_guard.h);
 //  3. anything else goes to the handler installed before ours (Boehm GC's incremental mode, a

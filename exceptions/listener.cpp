@@ -9,7 +9,6 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
-#include <vector>
 
 #include "exceptions/listener_internal.h"
 #include "exceptions/region_table.h"
@@ -209,17 +208,15 @@ void ExceptionListener::stop() {
   // blocked on its pages (their messages, unread, die with nobody to answer them: the kernel
   // lets a woken thread retry its write). What was armed counts as written, since later writes
   // go unseen until the next protect() or collect_dirty().
-  std::vector<std::uint8_t> was;
+  // Nothing allocates while the pages are claimed; the error, if any, is logged after.
   detail::for_each_region([&](detail::RegionCore& r) {
     if (r.mode != TrapMode::Listener) return;
-    detail::claim_all_pages(r, &was);
-    if (Result<void> r2 = s.backend->write_protect(r.base, r.length, false); !r2) {
-      log::error("exception listener stop: {}", r2.error().message());
-    }
-    for (std::size_t i = 0; i < r.pages; ++i) {
-      r.page(i).store(was[i] == detail::kPageOff ? detail::kPageOff : detail::kPageDirty,
-                      std::memory_order_release);
-    }
+    detail::claim_all_pages(r);
+    Result<void> off = s.backend->write_protect(r.base, r.length, false);
+    detail::settle_all_pages(r, [](std::uint8_t was) {
+      return was == detail::kPageOff ? detail::kPageOff : detail::kPageDirty;
+    });
+    if (!off) log::error("exception listener stop: {}", off.error().message());
   });
 }
 

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 
+#include "exceptions/region_mappings.h"
 #include "runtime/error.h"
 
 namespace tcr {
@@ -37,8 +38,11 @@ class ListenerBackend {
   virtual ~ListenerBackend() = default;
 
   // From now on the range's pages can be write-protected and their write faults come to
-  // receive(). The range must be page-aligned, mapped and anonymous (Linux).
-  virtual Result<void> register_range(void* base, std::size_t length) = 0;
+  // receive(). The range must be page-aligned, mapped and anonymous (Linux). `layout` is the
+  // protection of each part, which a backend that arms with mprotect (Darwin) keeps but for
+  // PROT_WRITE; it lives until unregister_range.
+  virtual Result<void> register_range(void* base, std::size_t length,
+                                       const RangeLayout& layout) = 0;
   // The range stops trapping: its pages are made writable and every thread blocked on one of
   // them resumes, including threads whose fault message is still in flight (not yet received,
   // or received and not yet resolved). Releases only; cannot fail.

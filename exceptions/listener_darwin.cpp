@@ -21,7 +21,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -126,6 +125,7 @@ static_assert(MACH_MSG_TYPE_PORT_SEND_ONCE == 18 && MACH_MSG_TYPE_PORT_SEND == 1
 struct Range {
   std::uintptr_t low = 0;
   std::uintptr_t high = 0;  // exclusive; low == high: empty
+  const RangeLayout* layout = nullptr;  // registered ranges: the protection of each part
   bool contains(std::uintptr_t a) const { return a >= low && a < high; }
   bool within(const Range& outer) const { return low >= outer.low && high <= outer.high; }
 };
@@ -168,7 +168,7 @@ class DarwinListener final : public ListenerBackend {
   // On failure the destructor releases whatever was made.
   Result<void> start();
 
-  Result<void> register_range(void* base, std::size_t length) override;
+  Result<void> register_range(void* base, std::size_t length, const RangeLayout& layout) override;
   void unregister_range(void* base, std::size_t length) override;
   Result<void> write_protect(void* base, std::size_t length, bool on) override;
   Result<std::size_t> receive(FaultMessage* out, std::size_t max, bool* stopped) override;
@@ -183,6 +183,7 @@ class DarwinListener final : public ListenerBackend {
   static constexpr mach_msg_size_t kBufferSize =
       mach::kMaxRequestSize + sizeof(mach_msg_max_trailer_t);
 
+  const RangeLayout* layout_of(const Range& r);
   bool admit(std::span<std::byte> message);
   std::size_t report(FaultMessage* out, std::size_t room);
   bool drain_queued();
@@ -367,15 +368,26 @@ void DarwinListener::restore_handlers(ThreadPort& t) {
 
 // --- Ranges ---
 
-Result<void> DarwinListener::register_range(void* base, std::size_t length) {
+Result<void> DarwinListener::register_range(void* base, std::size_t length,
+                                            const RangeLayout& layout) {
   const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
-  const Range r = range_of(base, length);
+  Range r = range_of(base, length);
   if (length == 0 || r.low % page != 0 || length % page != 0) {
     return fail(Step::BadArgument, 0, "register_range: the range must be whole pages");
   }
+  r.layout = &layout;
   std::lock_guard lock(m_mutex);
   m_ranges.push_back(r);
   return {};
+}
+
+// The layout of the registered range holding [base, base + length), or null.
+const RangeLayout* DarwinListener::layout_of(const Range& r) {
+  std::lock_guard lock(m_mutex);
+  for (const Range& outer : m_ranges) {
+    if (r.within(outer)) return outer.layout;
+  }
+  return nullptr;
 }
 
 // Writable first, then out of the table: a message received in between still finds its range
@@ -383,8 +395,11 @@ Result<void> DarwinListener::register_range(void* base, std::size_t length) {
 // sends it to the signal path, which finds the page writable and lets the thread retry.
 void DarwinListener::unregister_range(void* base, std::size_t length) {
   const Range r = range_of(base, length);
-  if (Result<void> made = os::mprotect(base, length, PROT_READ | PROT_WRITE, Step::RegionMprotect); !made) {
-    log_error(made.error());
+  if (const RangeLayout* layout = layout_of(r)) {
+    if (Result<void> made = mprotect_spans(*layout, static_cast<char*>(base), length, false);
+        !made) {
+      log_error(made.error());
+    }
   }
   {
     std::lock_guard lock(m_mutex);
@@ -395,18 +410,12 @@ void DarwinListener::unregister_range(void* base, std::size_t length) {
 
 Result<void> DarwinListener::write_protect(void* base, std::size_t length, bool on) {
   const Range r = range_of(base, length);
-  {
-    std::lock_guard lock(m_mutex);
-    const bool registered = std::any_of(m_ranges.begin(), m_ranges.end(),
-                                        [&](const Range& outer) { return r.within(outer); });
-    if (!registered) {
-      return fail(Step::BadArgument, 0, "write_protect: the range is not registered");
-    }
+  const RangeLayout* layout = layout_of(r);
+  if (layout == nullptr) {
+    return fail_fixed(Step::BadArgument, 0, "write_protect: the range is not registered");
   }
-  if (Result<void> made =
-          os::mprotect(base, length, on ? PROT_READ : PROT_READ | PROT_WRITE,
-                       Step::RegionMprotect);
-      !made) {
+  // Each part keeps its protection but PROT_WRITE (an RWX heap stays executable while armed).
+  if (Result<void> made = mprotect_spans(*layout, static_cast<char*>(base), length, on); !made) {
     return made;
   }
   if (!on) release_blocked_in(r);

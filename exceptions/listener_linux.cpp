@@ -20,7 +20,8 @@ class UffdListenerBackend final : public ListenerBackend {
     os::close(m_event_fd);
   }
 
-  Result<void> register_range(void* base, std::size_t length) override {
+  // userfaultfd write-protection leaves the protection alone: the layout is not needed.
+  Result<void> register_range(void* base, std::size_t length, const RangeLayout&) override {
     return uffd_register_wp(m_uffd.fd, base, length);
   }
 

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <mutex>
 #include <new>
 
@@ -24,21 +26,27 @@ std::size_t system_page_size() {
   return s_page;
 }
 
-// Opens the mode's kernel side (once per process; later calls find it open) and, given a core,
-// points it there. The error says why the mode is not available.
-Result<void> open_mode(TrapMode mode, detail::RegionCore* core = nullptr) {
+// The kernel side of a mode, once open.
+struct ModeBackend {
+  detail::ListenerBackend* listener = nullptr;  // Listener mode
+  detail::AsyncTracker* async = nullptr;        // Async mode
+};
+
+// Opens the mode's kernel side (once per process; later calls find it open) and, given `out`,
+// says where it is. The error says why the mode is not available.
+Result<void> open_mode(TrapMode mode, ModeBackend* out = nullptr) {
   switch (mode) {
     case TrapMode::Signal: return {};
     case TrapMode::Listener: {
       Result<detail::ListenerBackend*> b = detail::listener_backend();
       if (!b) return std::unexpected(b.error());
-      if (core != nullptr) core->listener = *b;
+      if (out != nullptr) out->listener = *b;
       return {};
     }
     case TrapMode::Async: {
       Result<detail::AsyncTracker*> a = detail::AsyncTracker::instance();
       if (!a) return std::unexpected(a.error());
-      if (core != nullptr) core->async = *a;
+      if (out != nullptr) out->async = *a;
       return {};
     }
   }
@@ -57,8 +65,42 @@ void say_fallback_once(TrapMode from, TrapMode to, const Error& why) {
             why.message(), to_string(to));
 }
 
-void release_all(detail::RegionCore& r, std::uint8_t to) {
-  for (std::size_t i = 0; i < r.pages; ++i) r.page(i).store(to, std::memory_order_release);
+// The caller's part of create(): the range, before anything is opened or allocated. A huge
+// length costs no more than a small one to refuse: the memory map is read as a stream.
+Result<detail::RangeLayout> check_range(void* base, std::size_t length, std::size_t page) {
+  const auto addr = reinterpret_cast<std::uintptr_t>(base);
+  if (base == nullptr || length == 0) {
+    return fail(Step::BadArgument, 0, "ProtectedRegion: empty range (null base or zero length)");
+  }
+  if (addr % page != 0 || length % page != 0) {
+    char msg[160];
+    std::snprintf(msg, sizeof msg,
+                  "ProtectedRegion: [%p, +%zu) is not page-aligned (page size %zu): both the base "
+                  "and the length must be multiples of it",
+                  base, length, page);
+    return fail(Step::BadArgument, 0, msg);
+  }
+  if (addr + length < addr) return fail(Step::BadArgument, 0, "ProtectedRegion: range wraps");
+  if (Result<void> room = detail::check_room_for(static_cast<char*>(base), length); !room) {
+    return std::unexpected(room.error());
+  }
+  return detail::read_layout(static_cast<char*>(base), length);
+}
+
+// The mode asked for, or the best one available when falling back.
+Result<TrapMode> choose_mode(const RegionOptions& options, ModeBackend& backend) {
+  // Not value_or: that would probe every mode (opening userfaultfds) even when one is named.
+  TrapMode mode = options.mode ? *options.mode : best_trap_mode();
+  for (;;) {
+    Result<void> ok = open_mode(mode, &backend);
+    if (ok) return mode;
+    if (!options.fall_back) {
+      return fail(Step::ModeUnavailable, 0,
+                  std::string(to_string(mode)) + " mode: " + ok.error().message());
+    }
+    say_fallback_once(mode, next_best(mode), ok.error());
+    mode = next_best(mode);
+  }
 }
 
 // What arming a region's pages needs held: for a Listener region, the listener running (and kept
@@ -71,7 +113,8 @@ Result<std::shared_lock<std::shared_mutex>> arming_session(const detail::RegionC
 // The protection change of the Signal and Listener modes.
 Result<void> set_protection(detail::RegionCore& r, char* base, std::size_t length, bool on) {
   if (r.mode == TrapMode::Listener) return r.listener->write_protect(base, length, on);
-  return os::mprotect(base, length, on ? PROT_READ : PROT_READ | PROT_WRITE, Step::RegionMprotect);
+  // Each part keeps its protection but PROT_WRITE: an RWX heap stays executable while armed.
+  return detail::mprotect_spans(r.layout, base, length, on);
 }
 
 }  // namespace
@@ -96,58 +139,41 @@ TrapMode best_trap_mode() {
 Result<std::unique_ptr<ProtectedRegion>> ProtectedRegion::create(void* base, std::size_t length,
                                                                  RegionOptions options) {
   const std::size_t page = system_page_size();
-  const auto addr = reinterpret_cast<std::uintptr_t>(base);
-  if (base == nullptr || length == 0) {
-    return fail(Step::BadArgument, 0, "ProtectedRegion: empty range (null base or zero length)");
-  }
-  if (addr % page != 0 || length % page != 0) {
-    char msg[160];
-    std::snprintf(msg, sizeof msg,
-                  "ProtectedRegion: [%p, +%zu) is not page-aligned (page size %zu): both the base "
-                  "and the length must be multiples of it",
-                  base, length, page);
-    return fail(Step::BadArgument, 0, msg);
-  }
-  if (addr + length < addr) return fail(Step::BadArgument, 0, "ProtectedRegion: range wraps");
+  // Every check of the caller's input comes first; what a region costs (one state byte per page)
+  // is spent only on a range that passed them.
+  Result<detail::RangeLayout> layout = check_range(base, length, page);
+  if (!layout) return std::unexpected(layout.error());
+  ModeBackend backend;
+  Result<TrapMode> chosen = choose_mode(options, backend);
+  if (!chosen) return std::unexpected(chosen.error());
+  const TrapMode mode = *chosen;
 
-  // Not value_or: that would probe every mode (opening userfaultfds) even when one is named.
-  TrapMode mode = options.mode ? *options.mode : best_trap_mode();
-  auto core = std::make_unique<detail::RegionCore>();
-  for (;;) {
-    Result<void> ok = open_mode(mode, core.get());
-    if (ok) break;
-    if (!options.fall_back) {
-      Error e = ok.error();
-      e.detail = std::string(to_string(mode)) + " mode: " + e.message();
-      e.step = Step::ModeUnavailable;
-      e.code = 0;
-      return std::unexpected(std::move(e));
-    }
-    say_fallback_once(mode, next_best(mode), ok.error());
-    mode = next_best(mode);
-  }
-
+  // The owner first, so that whatever follows is released with it on any failure: a region
+  // without a core is destroyed as nothing.
+  std::unique_ptr<ProtectedRegion> region(new (std::nothrow) ProtectedRegion(nullptr));
+  std::unique_ptr<detail::RegionCore> core(new (std::nothrow) detail::RegionCore);
+  if (!region || !core) return fail(Step::RegionAllocate, ENOMEM, "the region");
   core->base = static_cast<char*>(base);
   core->length = length;
   core->page_size = page;
   core->pages = length / page;
   core->mode = mode;
+  core->layout = std::move(*layout);
+  core->listener = backend.listener;
+  core->async = backend.async;
   if (mode != TrapMode::Async) {
-    core->state = std::make_unique<std::atomic<std::uint8_t>[]>(core->pages);
-    release_all(*core, detail::kPageOff);
+    Result<detail::PageStates> states = detail::PageStates::map(core->pages);  // all Off
+    if (!states) return std::unexpected(states.error());
+    core->state = std::move(*states);
   }
   if (mode == TrapMode::Signal) {
     if (Result<void> r = install_fault_handlers(); !r) return std::unexpected(r.error());
-    // Unmapped memory would only show at protect(): say it now, as the other modes do.
-    if (msync(base, length, MS_ASYNC) != 0) {
-      return fail(Step::BadArgument, errno, "ProtectedRegion: the range is not entirely mapped");
-    }
   }
   // The table first: a fault that comes the moment the range is registered finds its region.
   if (Result<void> r = detail::add_region(core.get()); !r) return std::unexpected(r.error());
   Result<void> registered;
   if (mode == TrapMode::Listener) {
-    registered = core->listener->register_range(base, length);
+    registered = core->listener->register_range(base, length, core->layout);
   } else if (mode == TrapMode::Async) {
     registered = core->async->register_range(base, length);
   }
@@ -155,13 +181,15 @@ Result<std::unique_ptr<ProtectedRegion>> ProtectedRegion::create(void* base, std
     detail::remove_region(core.get());
     return std::unexpected(registered.error());
   }
-  return std::unique_ptr<ProtectedRegion>(new ProtectedRegion(std::move(core)));
+  region->m_core = std::move(core);
+  return region;
 }
 
 ProtectedRegion::ProtectedRegion(std::unique_ptr<detail::RegionCore> core)
     : m_core(std::move(core)) {}
 
 ProtectedRegion::~ProtectedRegion() {
+  if (!m_core) return;  // create() failed before the region was whole
   detail::RegionCore& r = *m_core;
   // Unprotected first, while the region is still in the table: a write racing the destruction
   // faults, finds its region, waits for the page and retries on a writable page. Then out of the
@@ -202,16 +230,15 @@ Result<void> ProtectedRegion::protect() {
   detail::SignalsBlocked blocked;  // before the session: see listener_session()
   Result<std::shared_lock<std::shared_mutex>> session = arming_session(r);
   if (!session) return std::unexpected(session.error());
-  detail::claim_all_pages(r, nullptr);
+  detail::claim_all_pages(r);
   if (Result<void> armed = set_protection(r, r.base, r.length, true); !armed) {
-    // Part of the range may be protected now: make it all writable again, and count every page
-    // as written, so nothing written meanwhile is lost.
+    // Part of the range may be protected now: make it all writable again, untracked.
     (void)set_protection(r, r.base, r.length, false);
-    release_all(r, detail::kPageOff);
+    detail::settle_all_pages(r, [](std::uint8_t) { return detail::kPageOff; });
     r.armed = false;
     return armed;
   }
-  release_all(r, detail::kPageArmed);
+  detail::settle_all_pages(r, [](std::uint8_t) { return detail::kPageArmed; });
   r.armed = true;
   return {};
 }
@@ -223,15 +250,13 @@ Result<void> ProtectedRegion::unprotect() {
     if (off) r.armed = false;
     return off;
   }
-  std::vector<std::uint8_t> was;
-  was.reserve(r.pages);  // before any page is Busy: allocation may fail
   detail::SignalsBlocked blocked;
-  detail::claim_all_pages(r, &was);
+  detail::claim_all_pages(r);
   if (Result<void> off = set_protection(r, r.base, r.length, false); !off) {
-    for (std::size_t i = 0; i < r.pages; ++i) r.page(i).store(was[i], std::memory_order_release);
+    detail::settle_all_pages(r, [](std::uint8_t was) { return was; });
     return off;
   }
-  release_all(r, detail::kPageOff);
+  detail::settle_all_pages(r, [](std::uint8_t) { return detail::kPageOff; });
   r.armed = false;
   return {};
 }
@@ -239,13 +264,6 @@ Result<void> ProtectedRegion::unprotect() {
 Result<void> ProtectedRegion::collect_dirty(std::vector<std::size_t>& pages) {
   detail::RegionCore& r = *m_core;
   if (!r.armed) return {};  // nothing is tracked between unprotect() and protect()
-  // Room for every page first: once pages are re-protected (Async: once the scan ran), failing to
-  // report them would lose their writes.
-  try {
-    pages.reserve(pages.size() + r.pages);
-  } catch (const std::bad_alloc&) {
-    return fail(Step::TcrAllocate, ENOMEM, "collect_dirty: the page list");
-  }
   if (r.mode == TrapMode::Async) return r.async->collect(r.base, r.length, r.page_size, pages);
   detail::SignalsBlocked blocked;  // before the session: see listener_session()
   Result<std::shared_lock<std::shared_mutex>> session = arming_session(r);
@@ -255,16 +273,24 @@ Result<void> ProtectedRegion::collect_dirty(std::vector<std::size_t>& pages) {
   // then faults it Dirty for the next collect.
   // A Busy page is waited for: its fault may be resolved already and the writer running on (the
   // listener wakes the thread when it unprotects, before it marks the page Dirty).
+  // Room in `pages` for a run is made before the run is claimed: a failure to allocate then
+  // leaves its pages Dirty, reported next time, and nothing allocates while pages are Busy.
   std::size_t i = 0;
   while (i < r.pages) {
     std::uint8_t now = r.page(i).load(std::memory_order_acquire);
-    while (now == detail::kPageBusy) now = r.page(i).load(std::memory_order_acquire);
+    while (detail::is_busy(now)) now = r.page(i).load(std::memory_order_acquire);
     if (now != detail::kPageDirty) {
       ++i;
       continue;
     }
+    std::size_t run_end = i + 1;
+    while (run_end < r.pages &&
+           r.page(run_end).load(std::memory_order_acquire) == detail::kPageDirty) {
+      ++run_end;
+    }
+    if (Result<void> room = detail::make_room(pages, run_end - i); !room) return room;
     const std::size_t run_start = i;
-    while (i < r.pages && detail::claim_page(r.page(i), detail::kPageDirty) == detail::kPageDirty) {
+    while (i < run_end && detail::claim_page(r.page(i), detail::kPageDirty) == detail::kPageDirty) {
       ++i;
     }
     if (i == run_start) {  // lost the page to a racing change: look at it again

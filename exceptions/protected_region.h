@@ -5,8 +5,10 @@
 // next one, never lost; it may be reported by both (and, in Listener mode, once more when two
 // threads faulted on its page: the second fault's message arrives after the re-arm). A page no
 // one wrote since it was armed is never reported. Three modes, one semantics:
-//  - Signal:   mprotect(PROT_READ); the first write to a page faults, the SIGSEGV handler
-//              (fault_signals.h, on the thread's alternate stack) marks it and unprotects it.
+//  - Signal:   mprotect without PROT_WRITE (every other bit kept: code in an RWX heap runs while
+//              armed); the first write to a page faults, the SIGSEGV handler (fault_signals.h,
+//              on the thread's alternate stack) marks it and gives it its protection back. A
+//              fault in the region that is not a write goes to the handler installed before ours.
 //  - Listener: userfaultfd write-protect; the faulting thread sleeps in the kernel while the
 //              ExceptionListener thread marks the page and unprotects it (listener.h).
 //  - Async:    userfaultfd WP_ASYNC; the kernel resolves write faults itself and collect_dirty()
@@ -49,8 +51,14 @@ struct RegionCore;
 
 class ProtectedRegion {
  public:
-  // [base, base + length) must be page-aligned, non-empty, mapped, and overlap no other region;
-  // the userfaultfd modes also need private anonymous memory. BadArgument says which rule broke.
+  // [base, base + length) must be page-aligned, non-empty, mapped throughout and writable
+  // (PROT_WRITE, with or without PROT_READ and PROT_EXEC; each part keeps its own protection),
+  // and overlap no other region. BadArgument says which rule broke and where, before anything is
+  // allocated (a huge length is refused as cheaply as a small one). RegionMappings: the memory
+  // map could not be read; RegionAllocate: no memory for the region's page states (one byte per
+  // page). The userfaultfd modes also need memory the kernel write-protects (private anonymous
+  // memory always; shmem, and in the Async mode file mappings, on recent kernels): it answers
+  // UffdIoctl EINVAL for any other.
   // The pages are not armed yet: call protect().
   static Result<std::unique_ptr<ProtectedRegion>> create(void* base, std::size_t length,
                                                           RegionOptions options = {});
@@ -69,12 +77,14 @@ class ProtectedRegion {
   // Arms every page and forgets what was written before. On error the region is left unarmed
   // (writable, untracked), as before the call.
   Result<void> protect();
-  // Stops tracking: pages are writable without traps, and collect_dirty() reports nothing until
-  // the next protect(). Collect first to keep what was written since the last collect.
+  // Stops tracking: pages are writable without traps (Signal: with the protection they had at
+  // create()), and collect_dirty() reports nothing until the next protect(). Collect first to keep
+  // what was written since the last collect. Allocates nothing.
   Result<void> unprotect();
   // Appends to `pages` the indexes (ascending, from 0 at base()) of the pages written since the
   // last collect or protect, and re-arms them. On error the pages not yet re-armed are reported
-  // again next time. Allocates only by growing `pages`.
+  // again next time. Allocates only by growing `pages`, as far as the pages it reports need
+  // (RegionAllocate if it cannot: the pages it could not report are reported next time).
   Result<void> collect_dirty(std::vector<std::size_t>& pages);
   Result<std::vector<std::size_t>> collect_dirty();
 

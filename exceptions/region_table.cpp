@@ -1,10 +1,17 @@
 #include "exceptions/region_table.h"
 
 #include <sched.h>
+#include <sys/mman.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <mutex>
+#include <new>
+#include <utility>
 
 #include "runtime/machine_context.h"
+#include "runtime/os.h"
 
 namespace tcr::detail {
 namespace {
@@ -51,8 +58,10 @@ PinnedRegion::PinnedRegion(const void* address) {
 
 RegionCore* region_slot(std::size_t i) { return g_slots[i].load(std::memory_order_acquire); }
 
-Result<void> add_region(RegionCore* region) {
-  std::lock_guard lock(g_change_mutex);
+namespace {
+
+// Under g_change_mutex. The free slot for [base, base + length), or BadArgument.
+Result<std::atomic<RegionCore*>*> find_slot_locked(const char* base, std::size_t length) {
   std::atomic<RegionCore*>* free_slot = nullptr;
   for (std::atomic<RegionCore*>& slot : g_slots) {
     RegionCore* r = slot.load(std::memory_order_relaxed);
@@ -60,11 +69,11 @@ Result<void> add_region(RegionCore* region) {
       if (free_slot == nullptr) free_slot = &slot;
       continue;
     }
-    if (region->base < r->base + r->length && r->base < region->base + region->length) {
+    if (base < r->base + r->length && r->base < base + length) {
       char msg[160];
       std::snprintf(msg, sizeof msg,
                     "ProtectedRegion [%p, +%zu) overlaps the region [%p, +%zu) already protected",
-                    static_cast<void*>(region->base), region->length, static_cast<void*>(r->base),
+                    static_cast<const void*>(base), length, static_cast<void*>(r->base),
                     r->length);
       return fail(Step::BadArgument, 0, msg);
     }
@@ -73,7 +82,23 @@ Result<void> add_region(RegionCore* region) {
     return fail(Step::BadArgument, 0,
                 "too many ProtectedRegions (at most " + std::to_string(kMaxRegions) + ")");
   }
-  free_slot->store(region, std::memory_order_seq_cst);
+  return free_slot;
+}
+
+}  // namespace
+
+Result<void> check_room_for(const char* base, std::size_t length) {
+  std::lock_guard lock(g_change_mutex);
+  Result<std::atomic<RegionCore*>*> slot = find_slot_locked(base, length);
+  if (!slot) return std::unexpected(slot.error());
+  return {};
+}
+
+Result<void> add_region(RegionCore* region) {
+  std::lock_guard lock(g_change_mutex);
+  Result<std::atomic<RegionCore*>*> slot = find_slot_locked(region->base, region->length);
+  if (!slot) return std::unexpected(slot.error());
+  (*slot)->store(region, std::memory_order_seq_cst);
   return {};
 }
 
@@ -112,31 +137,78 @@ bool recently_released(const void* address) {
 std::uint8_t claim_page(std::atomic<std::uint8_t>& page, std::uint8_t from) {
   for (;;) {
     std::uint8_t s = page.load(std::memory_order_acquire);
-    if (s == kPageBusy) {
+    if (is_busy(s)) {
       machine::cpu_relax();
       continue;
     }
     if (s != from) return s;
-    if (page.compare_exchange_weak(s, kPageBusy, std::memory_order_acq_rel)) return from;
+    if (page.compare_exchange_weak(s, static_cast<std::uint8_t>(kPageBusy | from),
+                                   std::memory_order_acq_rel)) return from;
   }
 }
 
-void claim_all_pages(RegionCore& r, std::vector<std::uint8_t>* was) {
-  if (was != nullptr) was->assign(r.pages, kPageOff);
+void claim_all_pages(RegionCore& r) {
   for (std::size_t i = 0; i < r.pages; ++i) {
     std::atomic<std::uint8_t>& page = r.page(i);
     for (;;) {
       std::uint8_t cur = page.load(std::memory_order_acquire);
-      if (cur == kPageBusy) {
+      if (is_busy(cur)) {
         machine::cpu_relax();
         continue;
       }
-      if (page.compare_exchange_weak(cur, kPageBusy, std::memory_order_acq_rel)) {
-        if (was != nullptr) (*was)[i] = cur;
-        break;
-      }
+      if (page.compare_exchange_weak(cur, static_cast<std::uint8_t>(kPageBusy | cur),
+                                     std::memory_order_acq_rel)) break;
     }
   }
+}
+
+Result<void> make_room(std::vector<std::size_t>& pages, std::size_t more) {
+  if (pages.capacity() - pages.size() >= more) return {};
+  if (more > pages.max_size() - pages.size()) {
+    return fail(Step::RegionAllocate, ENOMEM, "collect_dirty: the page list");
+  }
+  const std::size_t need = pages.size() + more;
+  try {
+    pages.reserve(std::max(need, 2 * pages.capacity()));
+  } catch (const std::bad_alloc&) {
+    try {
+      pages.reserve(need);  // the doubling may be what was too much
+    } catch (const std::bad_alloc&) {
+      return fail(Step::RegionAllocate, ENOMEM, "collect_dirty: the page list");
+    }
+  }
+  return {};
+}
+
+Result<PageStates> PageStates::map(std::size_t pages) {
+  static_assert(sizeof(std::atomic<std::uint8_t>) == 1);
+  Result<void*> mapped = os::mmap_anonymous(pages, PROT_READ | PROT_WRITE, /*stack=*/false,
+                                            Step::RegionAllocate);
+  if (!mapped) {
+    Error e = mapped.error();
+    e.fixed_detail = "the page states (one byte per page)";
+    return std::unexpected(std::move(e));
+  }
+  PageStates states;
+  states.m_states = static_cast<std::atomic<std::uint8_t>*>(*mapped);
+  states.m_bytes = pages;
+  return states;
+}
+
+PageStates::PageStates(PageStates&& other) noexcept
+    : m_states(std::exchange(other.m_states, nullptr)), m_bytes(std::exchange(other.m_bytes, 0)) {}
+
+PageStates& PageStates::operator=(PageStates&& other) noexcept {
+  if (this != &other) {
+    if (m_states != nullptr) os::munmap(m_states, m_bytes);
+    m_states = std::exchange(other.m_states, nullptr);
+    m_bytes = std::exchange(other.m_bytes, 0);
+  }
+  return *this;
+}
+
+PageStates::~PageStates() {
+  if (m_states != nullptr) os::munmap(m_states, m_bytes);
 }
 
 }  // namespace tcr::detail

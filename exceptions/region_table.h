@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "exceptions/protected_region.h"
+#include "exceptions/region_mappings.h"
 #include "runtime/error.h"
 
 namespace tcr::detail {
@@ -28,10 +29,32 @@ class AsyncTracker;
 // unprotect), so protection and state never disagree once Busy is released:
 //   Armed --fault: unprotect--> Dirty --collect: re-protect--> Armed
 //   any --protect()--> Armed, any --unprotect()--> Off.
-inline constexpr std::uint8_t kPageArmed = 0;  // write-protected, not written since armed
-inline constexpr std::uint8_t kPageDirty = 1;  // written since armed: writable, reported next
-inline constexpr std::uint8_t kPageBusy = 2;   // its protection is changing
-inline constexpr std::uint8_t kPageOff = 3;    // not tracked: writable (before protect())
+// Off is 0, so fresh zero-filled states are all Off.
+inline constexpr std::uint8_t kPageOff = 0;    // not tracked: writable (before protect())
+inline constexpr std::uint8_t kPageArmed = 1;  // write-protected, not written since armed
+inline constexpr std::uint8_t kPageDirty = 2;  // written since armed: writable, reported next
+// Its protection is changing. The state it was claimed from stays in the low bits
+// (kPageBusy | state), so whoever claimed a whole region can settle each page from what it was
+// without a copy of the states on the side (claim_all_pages, settle_all_pages).
+inline constexpr std::uint8_t kPageBusy = 0x80;
+inline constexpr bool is_busy(std::uint8_t state) { return (state & kPageBusy) != 0; }
+
+// One state byte per page, in a mapping of its own: zero-filled by the kernel (every page Off)
+// and backed only where it is touched. Its failure is an Error (Step::RegionAllocate, through
+// os::mmap_anonymous and its fault injection), never an exception.
+class PageStates {
+ public:
+  static Result<PageStates> map(std::size_t pages);
+  PageStates() = default;
+  PageStates(PageStates&& other) noexcept;
+  PageStates& operator=(PageStates&& other) noexcept;
+  ~PageStates();
+  std::atomic<std::uint8_t>& operator[](std::size_t i) const { return m_states[i]; }
+
+ private:
+  std::atomic<std::uint8_t>* m_states = nullptr;
+  std::size_t m_bytes = 0;
+};
 
 struct RegionCore {
   char* base = nullptr;
@@ -39,7 +62,8 @@ struct RegionCore {
   std::size_t pages = 0;
   std::size_t page_size = 0;
   TrapMode mode = TrapMode::Signal;
-  std::unique_ptr<std::atomic<std::uint8_t>[]> state;  // Signal and Listener modes
+  PageStates state;    // Signal and Listener modes
+  RangeLayout layout;  // the protection of each part at create(): Signal mode restores it
   std::atomic<std::uint64_t> traps{0};
   bool armed = false;  // between protect() and unprotect(); the region's owner reads and writes it
   ListenerBackend* listener = nullptr;   // Listener mode
@@ -85,7 +109,10 @@ class PinnedRegion {
 
 inline constexpr std::size_t kMaxRegions = 256;
 
-// BadArgument if it overlaps a registered region or the table is full.
+// BadArgument if [base, base + length) overlaps a registered region or the table is full: the
+// check add_region makes, for create() to make before it allocates anything.
+Result<void> check_room_for(const char* base, std::size_t length);
+// The same check and the insertion, atomically.
 Result<void> add_region(RegionCore* region);
 // Removes it and waits until no reader that could have found it is still at work. Its range is
 // remembered among the recently released ones (below).
@@ -136,9 +163,23 @@ class SignalsBlocked {
 // was not `from` (no change made), or `from` when it now owns the page.
 std::uint8_t claim_page(std::atomic<std::uint8_t>& page, std::uint8_t from);
 
-// Sets every page of the region Busy, waiting out resolvers; `was`, if given, receives what each
-// page was. The caller changes the protection and then stores each page's new state.
-void claim_all_pages(RegionCore& r, std::vector<std::uint8_t>* was);
+// Sets every page of the region Busy, waiting out resolvers, each keeping what it was. The caller
+// changes the protection and then settles every page.
+void claim_all_pages(RegionCore& r);
+// Ends claim_all_pages: each page's state becomes settle(what it was before the claim).
+template <class Settle>
+void settle_all_pages(RegionCore& r, Settle&& settle) {
+  for (std::size_t i = 0; i < r.pages; ++i) {
+    std::atomic<std::uint8_t>& page = r.page(i);
+    const auto was = static_cast<std::uint8_t>(page.load(std::memory_order_relaxed) & ~kPageBusy);
+    page.store(settle(was), std::memory_order_release);
+  }
+}
+
+// Room in `pages` for `more` entries (grown geometrically), or RegionAllocate with ENOMEM instead
+// of std::bad_alloc. collect_dirty makes room before it claims pages (Signal, Listener) or the
+// kernel re-protects them (Async), so that failing to allocate loses no write.
+Result<void> make_room(std::vector<std::size_t>& pages, std::size_t more);
 
 // The fault resolution both trapping modes share: an Armed page becomes Dirty after `unprotect`
 // made it writable. The trap is counted (on the region, and by `count(+1)` on the thread) before

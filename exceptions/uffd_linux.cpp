@@ -70,8 +70,11 @@ Result<void> uffd_register_wp(int fd, void* base, std::size_t length) {
   reg.mode = UFFDIO_REGISTER_MODE_WP;
   if (Result<void> r = os::uffd_ioctl(fd, UFFDIO_REGISTER, &reg, "UFFDIO_REGISTER"); !r) {
     if (r.error().code == EINVAL) {
+      // create() has checked that the range is mapped and writable: what is left is the kind
+      // of memory, which the kernel decides (by version and configuration).
       Error e = r.error();
-      e.detail += ": the range must be mapped private anonymous (or shmem) memory";
+      e.detail = "the kernel does not write-protect this kind of memory (private anonymous "
+                 "memory it always does; shmem, and file mappings with WP_ASYNC, on recent kernels)";
       return std::unexpected(std::move(e));
     }
     return r;

@@ -22,6 +22,8 @@ std::string_view to_string(Step step) {
     case Step::UffdIoctl: return "ioctl (userfaultfd)";
     case Step::PagemapScan: return "PAGEMAP_SCAN (/proc/self/pagemap)";
     case Step::Eventfd: return "eventfd";
+    case Step::RegionMappings: return "reading the memory map (protected region)";
+    case Step::RegionAllocate: return "allocating a protected region's bookkeeping";
     case Step::Sigaction: return "sigaction (manager signals)";
     case Step::MachGetRefs: return "mach_port_get_refs";
     case Step::MachModRefs: return "mach_port_mod_refs";
@@ -70,6 +72,10 @@ std::string Error::message() const {
     }
   } else if (code != 0 && is_mach_step(step)) {
     out += ": kern_return_t " + std::to_string(code);
+  }
+  if (fixed_detail != nullptr) {
+    out += ": ";
+    out += fixed_detail;
   }
   if (!detail.empty()) {
     out += ": ";

@@ -30,6 +30,8 @@ enum class Step : std::uint8_t {
   UffdIoctl,    // a userfaultfd ioctl (API, REGISTER, WRITEPROTECT); the detail names which
   PagemapScan,  // the PAGEMAP_SCAN ioctl on /proc/self/pagemap, or opening that file
   Eventfd,      // the ExceptionListener's control eventfd
+  RegionMappings,  // reading the memory map under a ProtectedRegion (/proc/thread-self/maps)
+  RegionAllocate,  // a ProtectedRegion's bookkeeping (page states, protections, a page list)
   Sigaction,    // installing the manager's signal handlers; EBUSY when no signal is free
   // Mach steps: code is a kern_return_t.
   MachGetRefs,
@@ -66,6 +68,9 @@ struct Error {
   int code = 0;                  // errno, kern_return_t, or 0 (see Step)
   std::string detail = {};       // what the caller passed or which thread, when that helps
   std::exception_ptr exception;  // Step::ThreadThrew only
+  // A string literal, for an error made where allocating is not allowed (while a region's pages
+  // are claimed, a writer may be spinning on them): printed before `detail`.
+  const char* fixed_detail = nullptr;
 
   // "pidfd_open: Too many open files (EMFILE)" and the like.
   std::string message() const;
@@ -76,6 +81,11 @@ using Result = std::expected<T, Error>;
 
 inline std::unexpected<Error> fail(Step step, int code = 0, std::string detail = {}) {
   return std::unexpected(Error{step, code, std::move(detail), nullptr});
+}
+
+// The same, allocating nothing: `literal` must outlive the error (a string literal).
+inline std::unexpected<Error> fail_fixed(Step step, int code, const char* literal) {
+  return std::unexpected(Error{step, code, {}, nullptr, literal});
 }
 
 }  // namespace tcr

@@ -1,5 +1,5 @@
-// Register capture on Darwin, x86-64 and arm64. Compiled only on Apple (not built or tested on the
-// Linux machine this project is developed on).
+// Register capture and fault-access decoding on Darwin, x86-64 and arm64. Compiled only on Apple
+// (not built or tested on the Linux machine this project is developed on).
 #include <sys/ucontext.h>
 
 #include "runtime/machine_context.h"
@@ -13,6 +13,20 @@ void cpu_relax() {
   __builtin_ia32_pause();
 #else
   asm volatile("yield");
+#endif
+}
+
+// The thread's exception state in the signal's mcontext: x86-64's trap number and error code,
+// arm64's ESR.
+FaultAccess fault_access(const void* ucontext, const siginfo_t* info) {
+  if (ucontext == nullptr || info == nullptr || info->si_code <= 0) return FaultAccess::Unknown;
+  const auto* uc = static_cast<const ucontext_t*>(ucontext);
+  if (uc->uc_mcontext == nullptr) return FaultAccess::Unknown;
+  const auto& es = uc->uc_mcontext->__es;
+#if defined(__x86_64__)
+  return access_from_x86_page_fault(es.__trapno, es.__err);
+#else
+  return access_from_arm64_esr(es.__esr);
 #endif
 }
 

@@ -1,6 +1,12 @@
-// Register capture on Linux, x86-64 and arm64. Another architecture fails to compile here, on
-// purpose: a conservative scan that silently misses registers would free live objects.
+// Register capture and fault-access decoding on Linux, x86-64 and arm64. Another architecture
+// fails to compile here, on purpose: a conservative scan that silently misses registers would
+// free live objects.
 #include <ucontext.h>
+#if defined(__aarch64__)
+#include <asm/sigcontext.h>  // _aarch64_ctx, esr_context, ESR_MAGIC
+#endif
+
+#include <cstring>
 
 #include "runtime/machine_context.h"
 
@@ -19,6 +25,13 @@ void capture_from_ucontext(const void* ucontext, RegisterSet& out) {
   out.count = NGREG;
   out.sp = static_cast<std::uintptr_t>(uc->uc_mcontext.gregs[REG_RSP]);
   out.pc = static_cast<std::uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
+}
+
+FaultAccess fault_access(const void* ucontext, const siginfo_t* info) {
+  if (ucontext == nullptr || info == nullptr || info->si_code <= 0) return FaultAccess::Unknown;
+  const auto* uc = static_cast<const ucontext_t*>(ucontext);
+  return access_from_x86_page_fault(static_cast<std::uint64_t>(uc->uc_mcontext.gregs[REG_TRAPNO]),
+                                    static_cast<std::uint64_t>(uc->uc_mcontext.gregs[REG_ERR]));
 }
 
 __attribute__((noinline)) void capture_callee_saved(RegisterSet& out) {
@@ -55,6 +68,29 @@ void capture_from_ucontext(const void* ucontext, RegisterSet& out) {
   out.count = 32;
   out.sp = static_cast<std::uintptr_t>(uc->uc_mcontext.sp);
   out.pc = static_cast<std::uintptr_t>(uc->uc_mcontext.pc);
+}
+
+// The kernel adds the fault's ESR (ESR_EL1 as it saw it) as an esr_context record among the
+// records in uc_mcontext.__reserved, each headed by {magic, size}; a zero magic ends them.
+FaultAccess fault_access(const void* ucontext, const siginfo_t* info) {
+  if (ucontext == nullptr || info == nullptr || info->si_code <= 0) return FaultAccess::Unknown;
+  const auto* uc = static_cast<const ucontext_t*>(ucontext);
+  const unsigned char* at = uc->uc_mcontext.__reserved;
+  const unsigned char* const end = at + sizeof uc->uc_mcontext.__reserved;
+  while (at + sizeof(_aarch64_ctx) <= end) {
+    _aarch64_ctx head;
+    std::memcpy(&head, at, sizeof head);
+    if (head.magic == 0 || head.size < sizeof head || head.size > static_cast<std::size_t>(end - at)) {
+      break;
+    }
+    if (head.magic == ESR_MAGIC && head.size >= sizeof(esr_context)) {
+      esr_context esr;
+      std::memcpy(&esr, at, sizeof esr);
+      return access_from_arm64_esr(esr.esr);
+    }
+    at += head.size;
+  }
+  return FaultAccess::Unknown;
 }
 
 __attribute__((noinline)) void capture_callee_saved(RegisterSet& out) {

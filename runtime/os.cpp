@@ -44,6 +44,7 @@ const char* to_string(Call call) {
     case Call::UffdIoctl: return "ioctl (userfaultfd)";
     case Call::PagemapScan: return "PAGEMAP_SCAN";
     case Call::Eventfd: return "eventfd";
+    case Call::ProcMaps: return "reading /proc/thread-self/maps";
     case Call::kCount: break;
   }
   return "?";
@@ -112,10 +113,10 @@ Result<stack_t> sigaltstack(const stack_t& stack) {
 }
 
 Result<void> uffd_ioctl(int fd, unsigned long request, void* arg, const char* what) {
-  if (int e = take_fault(Call::UffdIoctl)) return fail(Step::UffdIoctl, e, what);
+  if (int e = take_fault(Call::UffdIoctl)) return fail_fixed(Step::UffdIoctl, e, what);
   for (;;) {
     if (::ioctl(fd, request, arg) == 0) return {};
-    if (errno != EINTR) return fail(Step::UffdIoctl, errno, what);
+    if (errno != EINTR) return fail_fixed(Step::UffdIoctl, errno, what);
   }
 }
 

@@ -33,6 +33,7 @@ enum class Call : std::uint8_t {
   UffdIoctl,
   PagemapScan,
   Eventfd,
+  ProcMaps,  // reading the process's memory map: the open, then each read (Darwin: each region)
   kCount
 };
 
@@ -66,8 +67,10 @@ class ScopedFault {
 // ---- the calls --------------------------------------------------------------------------------
 
 Result<pthread_t> pthread_create(const pthread_attr_t* attr, void* (*start)(void*), void* arg);
-// A private anonymous mapping; `stack` adds MAP_STACK (no huge pages for thread stacks).
-Result<void*> mmap_anonymous(std::size_t length, int prot, bool stack = false);
+// A private anonymous mapping; `stack` adds MAP_STACK (no huge pages for thread stacks). `step`
+// names what the memory was for in an Error.
+Result<void*> mmap_anonymous(std::size_t length, int prot, bool stack = false,
+                             Step step = Step::StackMmap);
 void munmap(void* addr, std::size_t length);
 // `step` names what the protection was for in an Error (a thread's guard page, a region's pages).
 Result<void> mprotect(void* addr, std::size_t length, int prot,
@@ -81,12 +84,29 @@ Result<void> tgkill(pid_t tgid, pid_t tid, int sig);
 Result<bool> poll_readable(int fd, int timeout_ms);
 void close(int fd);
 
+// Owns an fd and closes it (close above) when it goes out of scope, early returns included.
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : m_fd(fd) {}
+  ~ScopedFd() {
+    if (m_fd >= 0) close(m_fd);
+  }
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  int get() const { return m_fd; }
+  bool ok() const { return m_fd >= 0; }
+
+ private:
+  int m_fd;
+};
+
 // Installs `stack` as the calling thread's alternate signal stack and returns the one it
 // replaces. Async-signal-safe, like the call itself.
 Result<stack_t> sigaltstack(const stack_t& stack);
 
 // Linux: userfaultfd(2) with O_CLOEXEC | O_NONBLOCK and `flags` (UFFD_USER_MODE_ONLY);
-// Darwin: ENOSYS. The ioctls on it go through uffd_ioctl, whose detail names the request.
+// Darwin: ENOSYS. The ioctls on it go through uffd_ioctl, whose error names the request (`what`,
+// a string literal: the error allocates nothing, since callers hold a region's pages claimed).
 Result<int> userfaultfd(int flags);
 Result<void> uffd_ioctl(int fd, unsigned long request, void* arg, const char* what);
 // /proc/self/pagemap for PAGEMAP_SCAN (Linux; Darwin: ENOSYS), and the scan itself. Returns the
@@ -95,6 +115,12 @@ Result<int> open_pagemap();
 Result<long> pagemap_scan(int fd, void* arg);
 // Linux: eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); Darwin: ENOSYS.
 Result<int> eventfd();
+// The calling thread's view of the process's memory map, /proc/thread-self/maps (see
+// resources_linux.cpp for why not /proc/self), and reads from it: how many bytes (0 at the end).
+// Both count as Call::ProcMaps and fail with Step::RegionMappings. Darwin has no such file
+// (ENOSYS): its memory map is read with mach_vm_region (region_mappings_darwin.cpp).
+Result<int> open_proc_maps();
+Result<std::size_t> read_proc_maps(int fd, char* buf, std::size_t size);
 
 pid_t gettid();
 

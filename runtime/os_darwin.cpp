@@ -26,10 +26,10 @@ constexpr std::uint32_t kUlfWakeAll = 0x100;
 constexpr std::uint32_t kUlfNoErrno = 0x01000000;
 }  // namespace
 
-Result<void*> mmap_anonymous(std::size_t length, int prot, bool /*stack*/) {
-  if (int e = take_fault(Call::Mmap)) return fail(Step::StackMmap, e);
+Result<void*> mmap_anonymous(std::size_t length, int prot, bool /*stack*/, Step step) {
+  if (int e = take_fault(Call::Mmap)) return fail(step, e);
   void* p = ::mmap(nullptr, length, prot, MAP_PRIVATE | MAP_ANON, -1, 0);
-  if (p == MAP_FAILED) return fail(Step::StackMmap, errno);
+  if (p == MAP_FAILED) return fail(step, errno);
   return p;
 }
 
@@ -59,6 +59,10 @@ Result<int> userfaultfd(int) { return fail(Step::Userfaultfd, ENOSYS); }
 Result<int> open_pagemap() { return fail(Step::PagemapScan, ENOSYS, "no /proc/self/pagemap"); }
 Result<long> pagemap_scan(int, void*) { return fail(Step::PagemapScan, ENOSYS); }
 Result<int> eventfd() { return fail(Step::Eventfd, ENOSYS); }
+Result<int> open_proc_maps() { return fail(Step::RegionMappings, ENOSYS, "no /proc"); }
+Result<std::size_t> read_proc_maps(int, char*, std::size_t) {
+  return fail(Step::RegionMappings, ENOSYS, "no /proc");
+}
 
 pid_t gettid() { return static_cast<pid_t>(::pthread_mach_thread_np(::pthread_self())); }
 

@@ -16,11 +16,11 @@
 
 namespace tcr::os {
 
-Result<void*> mmap_anonymous(std::size_t length, int prot, bool stack) {
-  if (int e = take_fault(Call::Mmap)) return fail(Step::StackMmap, e);
+Result<void*> mmap_anonymous(std::size_t length, int prot, bool stack, Step step) {
+  if (int e = take_fault(Call::Mmap)) return fail(step, e);
   const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (stack ? MAP_STACK : 0);
   void* p = ::mmap(nullptr, length, prot, flags, -1, 0);
-  if (p == MAP_FAILED) return fail(Step::StackMmap, errno);
+  if (p == MAP_FAILED) return fail(step, errno);
   return p;
 }
 
@@ -69,6 +69,25 @@ Result<long> pagemap_scan(int fd, void* arg) {
     const long n = ::ioctl(fd, kPagemapScan, arg);
     if (n >= 0) return n;
     if (errno != EINTR) return fail(Step::PagemapScan, errno);
+  }
+}
+
+Result<int> open_proc_maps() {
+  if (int e = take_fault(Call::ProcMaps)) {
+    return fail_fixed(Step::RegionMappings, e, "open /proc/thread-self/maps");
+  }
+  int fd = ::open("/proc/thread-self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);  // < 3.17
+  if (fd < 0) return fail_fixed(Step::RegionMappings, errno, "open /proc/thread-self/maps");
+  return fd;
+}
+
+Result<std::size_t> read_proc_maps(int fd, char* buf, std::size_t size) {
+  if (int e = take_fault(Call::ProcMaps)) return fail_fixed(Step::RegionMappings, e, "read");
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, size);
+    if (n >= 0) return static_cast<std::size_t>(n);
+    if (errno != EINTR) return fail_fixed(Step::RegionMappings, errno, "read");
   }
 }
 

@@ -18,27 +18,15 @@
 #include <string_view>
 
 #include "runtime/handle_table.h"
+#include "runtime/os.h"
 #include "runtime/resources.h"
 
 namespace tcr {
 
 namespace {
 
-// Closes on scope exit; a snapshot must never leave an fd behind, early returns included.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : m_fd(fd) {}
-  ~ScopedFd() {
-    if (m_fd >= 0) ::close(m_fd);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return m_fd; }
-  bool ok() const { return m_fd >= 0; }
-
- private:
-  int m_fd;
-};
+// A snapshot must never leave an fd behind, early returns included.
+using os::ScopedFd;
 
 // /proc/thread-self/<leaf>, or /proc/self/<leaf> on kernels before 3.17 (no thread-self).
 // O_CLOEXEC: a concurrent fork+exec in another thread must not inherit the ledger's fd.

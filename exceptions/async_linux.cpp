@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <mutex>
+#include <new>
 
 #include "exceptions/async_tracker.h"
 #include "exceptions/region_table.h"
@@ -112,7 +113,13 @@ Result<AsyncTracker*> AsyncTracker::instance() {
     os::close(uffd->fd);
     return std::unexpected(pagemap.error());
   }
-  g_tracker = new LinuxAsyncTracker(*uffd, *pagemap);
+  try {
+    g_tracker = new LinuxAsyncTracker(*uffd, *pagemap);
+  } catch (const std::bad_alloc&) {
+    os::close(*pagemap);
+    os::close(uffd->fd);
+    return fail(Step::RegionAllocate, ENOMEM, "the Async mode's tracker");
+  }
   return g_tracker;
 }
 

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <shared_mutex>
 
 #include "exceptions/listener_internal.h"
@@ -39,8 +40,11 @@ struct ListenerState {
 };
 
 // Never destroyed: the listener thread may outlive every static destructor at exit.
+// Built in static storage on first use, never destroyed (the listener thread may outlive static
+// destructors): no allocation, so the first region's create() cannot throw std::bad_alloc here.
 ListenerState& state() {
-  static ListenerState* s = new ListenerState;
+  alignas(ListenerState) static unsigned char s_storage[sizeof(ListenerState)];
+  static ListenerState* const s = new (s_storage) ListenerState;
   return *s;
 }
 

@@ -27,6 +27,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <span>
 #include <unordered_map>
@@ -614,7 +615,8 @@ void DarwinListener::send_wake() {
 // destroyed with g_mutex free, since its destructor takes it.
 Result<std::unique_ptr<ListenerBackend>> ListenerBackend::open() {
   if (Result<void> r = register_extension_once(); !r) return std::unexpected(r.error());
-  auto listener = std::make_unique<DarwinListener>();
+  std::unique_ptr<DarwinListener> listener(new (std::nothrow) DarwinListener());
+  if (!listener) return fail(Step::RegionAllocate, ENOMEM, "the exception listener");
   if (Result<void> r = listener->start(); !r) return std::unexpected(r.error());
   bool installed = false;
   {

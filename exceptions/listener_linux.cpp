@@ -5,6 +5,9 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <memory>
+#include <new>
+
 #include "exceptions/listener_backend.h"
 #include "exceptions/uffd_linux.h"
 #include "runtime/os.h"
@@ -126,7 +129,13 @@ Result<std::unique_ptr<ListenerBackend>> ListenerBackend::open() {
     os::close(uffd->fd);
     return std::unexpected(event_fd.error());
   }
-  return std::make_unique<UffdListenerBackend>(*uffd, *event_fd);
+  try {
+    return std::make_unique<UffdListenerBackend>(*uffd, *event_fd);
+  } catch (const std::bad_alloc&) {
+    os::close(*event_fd);
+    os::close(uffd->fd);
+    return fail(Step::RegionAllocate, ENOMEM, "the exception listener");
+  }
 }
 
 }  // namespace tcr::detail

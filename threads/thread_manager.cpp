@@ -201,14 +201,22 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
     if (records.size() == records.capacity()) {
       try {
         records.reserve(records.size() * 2 + 16);
+        // The registry never holds more than every record: with room for each, enter_registry's
+        // push_back cannot throw (on a new thread it would terminate the process).
+        registry.reserve(records.capacity());
       } catch (const std::bad_alloc&) {
         return fail(Step::TcrAllocate, ENOMEM);
       }
     }
     void** slots = slot_arena.allocate();
     if (slots == nullptr) return fail(Step::TcrAllocate, ENOMEM);
-    t = new (std::nothrow) Tcr(slots);
-    if (t == nullptr) return fail(Step::TcrAllocate, ENOMEM);  // the slot block stays in the arena
+    // Not new (std::nothrow): that guards the record's own storage, not what its members'
+    // constructors allocate (the interrupt mailbox's deque allocates its map).
+    try {
+      t = new Tcr(slots);
+    } catch (const std::bad_alloc&) {
+      return fail(Step::TcrAllocate, ENOMEM);  // the slot block stays in the arena
+    }
     t->m_core = this;
     records.push_back(t);  // capacity reserved above: cannot throw
   }
@@ -364,7 +372,7 @@ void ManagerCore::enter_registry(Tcr* t) {
   detail::InterruptAccess::open(*t);
   detail::tid_index_publish(t);
   t->m_registry_index = registry.size();
-  registry.push_back(t);
+  registry.push_back(t);  // room reserved by acquire_record: cannot throw
   t->m_state.store(TcrState::Running, std::memory_order_release);
 }
 

@@ -78,6 +78,10 @@ struct SoakOptions {
   // at least, and cold-start costs do not pull the first/last ratio below 1 (masking growth).
   std::optional<std::size_t> warmup;
   std::size_t rss_slack_mib = 8;
+  // Invariant 2 on a soak run: the last quarter's median us/thread over the first quarter's may
+  // not pass this (unset: reported only). Generous, for a shared machine's noise; the seeds'
+  // growth was 30x.
+  std::optional<double> max_ratio;
   bool no_memory_check = kSanitizerBuild;  // maps and RSS; see TCR_SOAK_SANITIZER_BUILD
 };
 
@@ -246,6 +250,13 @@ int run(const SoakOptions& o) {
   summary.memory_checked = !o.no_memory_check;
   summary.grew = grown_counts(summary.baseline, summary.final_counts, summary.rss_slack_kb,
                               summary.memory_checked);
+  if (o.max_ratio) {
+    const Trend t = trend(summary);
+    if (t.first_quarter_us > 0 && t.last_quarter_us / t.first_quarter_us > *o.max_ratio) {
+      summary.grew.push_back(fmt::format("us_per_thread (x{:.2f} over the run, above --max-ratio {})",
+                                         t.last_quarter_us / t.first_quarter_us, *o.max_ratio));
+    }
+  }
 
   if (o.json) {
     print_json(stdout, summary);
@@ -294,6 +305,9 @@ int main(int argc, char** argv) {
                "Self-check: each thread opens /dev/null and never closes it; the run must exit 1");
   app.add_option("--warmup", o.warmup,
                  "Threads spawned and reaped before the baseline (default: one interval)");
+  app.add_option("--max-ratio", o.max_ratio,
+                 "Fail (exit 1) if the last quarter's median us/thread is more than this many "
+                 "times the first quarter's (default: report only)");
   app.add_option("--rss-slack-mib", o.rss_slack_mib, "RSS growth tolerated, in MiB")
       ->capture_default_str();
   app.add_flag("--no-memory-check", o.no_memory_check,

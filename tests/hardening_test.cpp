@@ -23,18 +23,10 @@ namespace tcr {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Adopted;
 using testing::eventually;
 using testing::make_manager;
 using testing::Watchdog;
-
-struct Adopted {
-  explicit Adopted(ThreadManager& m, const char* name = "adopted") : manager(m) {
-    Result<Tcr*> r = m.adopt_current_thread(name);
-    EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message());
-  }
-  ~Adopted() { (void)manager.release_current_thread(); }
-  ThreadManager& manager;
-};
 
 // A thread that waits on a gate (a safe point) and returns `result` when it opens.
 ThreadRef spawn_gated(ThreadManager& m, Semaphore& gate, void* result, SpawnOptions o = {}) {

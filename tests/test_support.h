@@ -90,6 +90,18 @@ class Watchdog {
   std::thread m_thread;
 };
 
+// The calling thread adopted by `m` for the object's life (suspend_all and current_ref need a Tcr).
+struct Adopted {
+  explicit Adopted(ThreadManager& m, const char* name = "adopted") : manager(m) {
+    Result<Tcr*> r = m.adopt_current_thread(name);
+    EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message());
+  }
+  ~Adopted() { (void)manager.release_current_thread(); }
+  Adopted(const Adopted&) = delete;
+  Adopted& operator=(const Adopted&) = delete;
+  ThreadManager& manager;
+};
+
 inline void* as_ptr(std::uintptr_t v) { return reinterpret_cast<void*>(v); }
 inline std::uintptr_t as_int(void* p) { return reinterpret_cast<std::uintptr_t>(p); }
 

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdio>
 
+#include "runtime/fork.h"
 #include "runtime/os.h"
 #include "threads/tcr.h"
 
@@ -35,6 +36,8 @@ std::atomic<Tcr*>* slot(pid_t tid) {
 }  // namespace
 
 Result<void> tid_index_init() {
+  // A fork while a listener looks a tid up would leave the child's lookups locked.
+  fork_participate(fork_guard("tid index", ForkRank::TidIndex, g_lookup_mutex));
   Result<void> result;
   std::call_once(g_once, [&] {
     const std::size_t entries = pid_max();

@@ -1,7 +1,9 @@
 #include <mutex>
+#include <utility>
 
 #include "exceptions/async_tracker.h"
 #include "exceptions/uffd_linux.h"
+#include "runtime/fork.h"
 #include "runtime/os.h"
 
 namespace tcr::detail {
@@ -90,6 +92,13 @@ std::mutex g_mutex;
 AsyncTracker* g_tracker = nullptr;  // kept for the process's life once opened
 
 }  // namespace
+
+void AsyncTracker::fork_prepare() { g_mutex.lock(); }
+void AsyncTracker::fork_parent() { g_mutex.unlock(); }
+void AsyncTracker::fork_child() {
+  recreate_in_child(g_mutex);
+  delete std::exchange(g_tracker, nullptr);
+}
 
 Result<AsyncTracker*> AsyncTracker::instance() {
   std::lock_guard lock(g_mutex);

@@ -26,6 +26,7 @@ using namespace std::chrono_literals;
 using testing::Adopted;
 using testing::eventually;
 using testing::make_manager;
+using testing::spawn_spinner;
 using testing::Watchdog;
 
 // A thread that waits on a gate (a safe point) and returns `result` when it opens.
@@ -36,16 +37,6 @@ ThreadRef spawn_gated(ThreadManager& m, Semaphore& gate, void* result, SpawnOpti
   }, o);
   EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message());
   return r ? *r : ThreadRef{};
-}
-
-// A thread that spins (no safe point) until `stop`.
-Result<ThreadRef> spawn_spinner(ThreadManager& m, std::atomic<bool>& stop,
-                                SpawnOptions o = {}) {
-  return m.spawn("spin", [&stop](Tcr&) -> void* {
-    while (!stop.load()) {
-    }
-    return nullptr;
-  }, o);
 }
 
 // ---- 1. a ThreadRef belongs to one manager ---------------------------------------------------

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -101,6 +102,16 @@ struct Adopted {
   Adopted& operator=(const Adopted&) = delete;
   ThreadManager& manager;
 };
+
+// A thread that spins (no safe point) until `stop`.
+inline Result<ThreadRef> spawn_spinner(ThreadManager& m, std::atomic<bool>& stop,
+                                       SpawnOptions o = {}) {
+  return m.spawn("spin", [&stop](Tcr&) -> void* {
+    while (!stop.load()) {
+    }
+    return nullptr;
+  }, o);
+}
 
 inline void* as_ptr(std::uintptr_t v) { return reinterpret_cast<void*>(v); }
 inline std::uintptr_t as_int(void* p) { return reinterpret_cast<std::uintptr_t>(p); }

@@ -4,6 +4,10 @@
 
 namespace tcr::detail {
 
+void AsyncTracker::fork_prepare() {}
+void AsyncTracker::fork_parent() {}
+void AsyncTracker::fork_child() {}
+
 Result<AsyncTracker*> AsyncTracker::instance() {
   return fail(Step::ModeUnavailable, 0, "Darwin has no userfaultfd WP_ASYNC / PAGEMAP_SCAN");
 }

@@ -1,10 +1,12 @@
 #include <algorithm>
 #include <mutex>
 #include <new>
+#include <utility>
 
 #include "exceptions/async_tracker.h"
 #include "exceptions/region_table.h"
 #include "exceptions/uffd_linux.h"
+#include "runtime/fork.h"
 #include "runtime/os.h"
 
 namespace tcr::detail {
@@ -100,6 +102,13 @@ std::mutex g_mutex;
 AsyncTracker* g_tracker = nullptr;  // kept for the process's life once opened
 
 }  // namespace
+
+void AsyncTracker::fork_prepare() { g_mutex.lock(); }
+void AsyncTracker::fork_parent() { g_mutex.unlock(); }
+void AsyncTracker::fork_child() {
+  recreate_in_child(g_mutex);
+  delete std::exchange(g_tracker, nullptr);
+}
 
 Result<AsyncTracker*> AsyncTracker::instance() {
   std::lock_guard lock(g_mutex);

@@ -20,6 +20,13 @@ class AsyncTracker {
   // Step::Userfaultfd, UffdIoctl, ModeUnavailable (no WP_ASYNC), PagemapScan.
   static Result<AsyncTracker*> instance();
 
+  // Fork (exceptions/fork_hooks.h): the lock behind instance() across a fork; in the child the
+  // tracker is forgotten (its userfaultfd and pagemap fd are the parent's, and are closed), so
+  // that instance() opens one for the child.
+  static void fork_prepare();
+  static void fork_parent();
+  static void fork_child();
+
   virtual ~AsyncTracker() = default;
   virtual Result<void> register_range(void* base, std::size_t length) = 0;
   virtual void unregister_range(void* base, std::size_t length) = 0;

@@ -11,6 +11,7 @@
 #include "exceptions/region_table.h"
 #include "exceptions/stack_guard.h"
 #include "exceptions/tcr_access.h"
+#include "runtime/fork.h"
 #include "runtime/log.h"
 #include "runtime/machine_context.h"
 
@@ -130,6 +131,7 @@ void detail::set_chain_observer(ChainObserver observer) {
 Result<void> install_fault_handlers() {
   static std::mutex s_mutex;
   static Result<void> s_result;
+  fork_participate(fork_guard("fault handlers", ForkRank::Setup, s_mutex));
   std::lock_guard lock(s_mutex);
   if (g_installed.load(std::memory_order_acquire)) return s_result;
   struct sigaction ours{};

@@ -11,9 +11,11 @@
 #include <new>
 #include <shared_mutex>
 
+#include "exceptions/fork_hooks.h"
 #include "exceptions/listener_internal.h"
 #include "exceptions/region_table.h"
 #include "exceptions/tcr_access.h"
+#include "runtime/fork.h"
 #include "runtime/log.h"
 #include "runtime/os.h"
 #include "threads/tid_index.h"
@@ -177,6 +179,35 @@ Result<std::shared_lock<std::shared_mutex>> listener_session() {
   return session;
 }
 
+void listener_fork_prepare() {
+  ListenerState& s = state();
+  s.control.lock();  // no session arming pages, no stop() under way
+  s.mutex.lock();
+}
+
+void listener_fork_parent() {
+  ListenerState& s = state();
+  s.mutex.unlock();
+  s.control.unlock();
+}
+
+void listener_fork_child() {
+  ListenerState& s = state();
+  // A shared_mutex locked in the parent is not unlocked in the child: glibc's rwlock knows its
+  // writer by thread id, which the child's thread does not have.
+  recreate_in_child(s.control);
+  recreate_in_child(s.mutex);
+  recreate_in_child(s.changed);
+  s.running.store(false, std::memory_order_release);
+  s.thread = pthread_t{};
+  s.stop_requested = false;
+  s.paused = false;  // the parent's listener was paused, not the child's
+  if (s.backend) {
+    s.backend->abandon_in_child();
+    s.backend.reset();  // closes the child's copies of its fds
+  }
+}
+
 }  // namespace detail
 
 ExceptionListener& ExceptionListener::instance() {
@@ -185,6 +216,7 @@ ExceptionListener& ExceptionListener::instance() {
 }
 
 Result<void> ExceptionListener::start() {
+  detail::fork_participate_exceptions();
   ListenerState& s = state();
   detail::SignalsBlocked blocked;
   std::lock_guard lock(s.mutex);

@@ -64,6 +64,10 @@ class ListenerBackend {
   virtual void resume(const FaultMessage& message, FaultOutcome outcome) = 0;
   // Any thread: makes receive() return with *stopped = true.
   virtual void request_stop() = 0;
+  // In a forked child, before the backend is destroyed there: its kernel objects are the
+  // parent's (Linux: a userfaultfd bound to the parent's memory, whose copy the destructor only
+  // closes) or were not inherited (Darwin: Mach ports), and must not be acted on.
+  virtual void abandon_in_child() {}
 };
 
 }  // namespace detail

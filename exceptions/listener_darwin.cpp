@@ -37,6 +37,7 @@
 #include "exceptions/listener_backend.h"
 #include "exceptions/mach_exception_rights.h"
 #include "runtime/error.h"
+#include "runtime/fork.h"
 #include "runtime/log.h"
 #include "runtime/os.h"
 #include "runtime/xnu_port_space.h"
@@ -175,6 +176,8 @@ class DarwinListener final : public ListenerBackend {
   Result<std::size_t> receive(FaultMessage* out, std::size_t max, bool* stopped) override;
   void resume(const FaultMessage& message, FaultOutcome outcome) override;
   void request_stop() override;
+  // A forked child inherits none of these ports: the destructor must not touch their names.
+  void abandon_in_child() override { m_abandoned = true; }
 
   // The thread extension, on the thread itself, under g_mutex.
   Result<void> add_thread(Tcr& self);
@@ -198,6 +201,7 @@ class DarwinListener final : public ListenerBackend {
   mach_port_t m_port_set = MACH_PORT_NULL;
   PortName m_wake = MACH_PORT_NULL;  // receive right in the set + the send uref send_wake uses
   std::atomic<bool> m_stop{false};
+  bool m_abandoned = false;
 
   std::mutex m_mutex;  // guards everything below
   std::unordered_map<Tcr*, ThreadPort> m_threads;
@@ -235,6 +239,7 @@ void detach_thread(Tcr& self) {
 }
 
 Result<void> register_extension_once() {
+  fork_participate(fork_guard("mach exception listener", ForkRank::Setup, g_mutex));
   static const Result<void> registered =
       register_thread_extension({"mach exception port", &attach_thread, &detach_thread});
   return registered;
@@ -266,6 +271,10 @@ Result<void> DarwinListener::start() {
 // signal path, whose handlers know whether the page is ours and writable by now.
 // The listener thread must be gone: its receive buffer is in use here.
 DarwinListener::~DarwinListener() {
+  if (m_abandoned) {  // in a forked child (exceptions/fork_hooks.h), single-threaded
+    if (g_listener == this) g_listener = nullptr;
+    return;
+  }
   std::unordered_map<Tcr*, ThreadPort> threads;
   {
     std::lock_guard global(g_mutex);

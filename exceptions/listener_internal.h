@@ -17,4 +17,10 @@ Result<ListenerBackend*> listener_backend();
 // with nobody to resolve its faults.
 Result<std::shared_lock<std::shared_mutex>> listener_session();
 
+// Fork (exceptions/fork_hooks.h): prepare waits for every session and holds the listener's locks;
+// the child forgets the listener thread (not there) and the backend (the parent's kernel side).
+void listener_fork_prepare();
+void listener_fork_parent();
+void listener_fork_child();
+
 }  // namespace tcr::detail

@@ -13,6 +13,7 @@
 
 #include "exceptions/async_tracker.h"
 #include "exceptions/fault_signals.h"
+#include "exceptions/fork_hooks.h"
 #include "exceptions/listener_internal.h"
 #include "exceptions/region_table.h"
 #include "runtime/log.h"
@@ -35,6 +36,7 @@ struct ModeBackend {
 // Opens the mode's kernel side (once per process; later calls find it open) and, given `out`,
 // says where it is. The error says why the mode is not available.
 Result<void> open_mode(TrapMode mode, ModeBackend* out = nullptr) {
+  detail::fork_participate_exceptions();  // before any kernel side is opened
   switch (mode) {
     case TrapMode::Signal: return {};
     case TrapMode::Listener: {
@@ -101,6 +103,48 @@ Result<TrapMode> choose_mode(const RegionOptions& options, ModeBackend& backend)
     say_fallback_once(mode, next_best(mode), ok.error());
     mode = next_best(mode);
   }
+}
+
+// A region a forked child inherited in the Listener or Async mode has no kernel side there
+// (exceptions/fork_hooks.h): it is registered again, with the child's own userfaultfd, before
+// anything arms its pages.
+Result<void> reattach_after_fork(detail::RegionCore& r) {
+  if (!r.lost_at_fork) return {};
+  ModeBackend backend;
+  if (Result<void> opened = open_mode(r.mode, &backend); !opened) return opened;
+  r.listener = backend.listener;
+  r.async = backend.async;
+  Result<void> registered = r.mode == TrapMode::Listener
+                                ? r.listener->register_range(r.base, r.length)
+                                : r.async->register_range(r.base, r.length);
+  if (!registered) return registered;
+  r.lost_at_fork = false;
+  return {};
+}
+
+// Unarmed, as after unprotect(): writable and untracked.
+void unarm(detail::RegionCore& r) {
+  if (r.mode != TrapMode::Async) {
+    for (std::size_t i = 0; i < r.pages; ++i) {
+      r.page(i).store(detail::kPageOff, std::memory_order_release);
+    }
+  }
+  r.armed = false;
+  r.all_written = false;
+}
+
+// Async, in a forked child: every page counts as written since the fork (the child's writes
+// were tracked by nobody); reported once, and armed again.
+Result<void> collect_all_written(detail::RegionCore& r, std::vector<std::size_t>& pages) {
+  try {
+    pages.reserve(pages.size() + r.pages);  // before re-arming: the writes cannot be lost then
+  } catch (const std::bad_alloc&) {
+    return fail(Step::RegionAllocate, ENOMEM, "collect_dirty: the page list");
+  }
+  if (Result<void> armed = r.async->write_protect(r.base, r.length, true); !armed) return armed;
+  for (std::size_t i = 0; i < r.pages; ++i) pages.push_back(i);
+  r.all_written = false;
+  return {};
 }
 
 // What arming a region's pages needs held: for a Listener region, the listener running (and kept
@@ -198,6 +242,7 @@ ProtectedRegion::~ProtectedRegion() {
   // thread, which meets a writable page (seed 000's race, here).
   (void)unprotect();
   detail::remove_region(&r);
+  if (r.lost_at_fork) return;  // a forked child's: the registration is the parent's
   switch (r.mode) {
     case TrapMode::Signal:
       break;
@@ -221,10 +266,15 @@ std::uint64_t ProtectedRegion::traps() const {
 
 Result<void> ProtectedRegion::protect() {
   detail::RegionCore& r = *m_core;
+  if (Result<void> attached = reattach_after_fork(r); !attached) {
+    unarm(r);
+    return attached;
+  }
   if (r.mode == TrapMode::Async) {
     // Re-protecting also clears the written bits of what was written before.
     Result<void> armed = r.async->write_protect(r.base, r.length, true);
     r.armed = armed.has_value();
+    r.all_written = false;
     return armed;
   }
   detail::SignalsBlocked blocked;  // before the session: see listener_session()
@@ -245,6 +295,10 @@ Result<void> ProtectedRegion::protect() {
 
 Result<void> ProtectedRegion::unprotect() {
   detail::RegionCore& r = *m_core;
+  if (r.lost_at_fork) {  // writable already: nothing traps in this forked child
+    unarm(r);
+    return {};
+  }
   if (r.mode == TrapMode::Async) {
     Result<void> off = r.async->write_protect(r.base, r.length, false);
     if (off) r.armed = false;
@@ -264,7 +318,13 @@ Result<void> ProtectedRegion::unprotect() {
 Result<void> ProtectedRegion::collect_dirty(std::vector<std::size_t>& pages) {
   detail::RegionCore& r = *m_core;
   if (!r.armed) return {};  // nothing is tracked between unprotect() and protect()
-  if (r.mode == TrapMode::Async) return r.async->collect(r.base, r.length, r.page_size, pages);
+  // A forked child's inherited region: every page counts as written (Listener: they are Dirty;
+  // Async: all_written), and arming them again needs a userfaultfd of the child's.
+  if (Result<void> attached = reattach_after_fork(r); !attached) return attached;
+  if (r.mode == TrapMode::Async) {
+    if (r.all_written) return collect_all_written(r, pages);
+    return r.async->collect(r.base, r.length, r.page_size, pages);
+  }
   detail::SignalsBlocked blocked;  // before the session: see listener_session()
   Result<std::shared_lock<std::shared_mutex>> session = arming_session(r);
   if (!session) return std::unexpected(session.error());

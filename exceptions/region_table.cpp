@@ -13,6 +13,8 @@
 #include "runtime/machine_context.h"
 #include "runtime/os.h"
 
+#include "runtime/fork.h"
+
 namespace tcr::detail {
 namespace {
 
@@ -123,6 +125,14 @@ void remove_region(RegionCore* region) {
     // Readers hold their count for the few instructions of one fault's resolution.
     while (g_readers[old].load(std::memory_order_seq_cst) != 0) sched_yield();
   }
+}
+
+void region_table_fork_prepare() { g_change_mutex.lock(); }
+void region_table_fork_parent() { g_change_mutex.unlock(); }
+void region_table_fork_child() {
+  recreate_in_child(g_change_mutex);
+  g_readers[0].store(0, std::memory_order_relaxed);
+  g_readers[1].store(0, std::memory_order_relaxed);
 }
 
 bool recently_released(const void* address) {

@@ -68,6 +68,10 @@ struct RegionCore {
   bool armed = false;  // between protect() and unprotect(); the region's owner reads and writes it
   ListenerBackend* listener = nullptr;   // Listener mode
   AsyncTracker* async = nullptr;         // Async mode
+  // Inherited by a forked child (exceptions/fork_hooks.h), Listener and Async modes: registered
+  // with no userfaultfd of this process until protect() or collect_dirty() registers it again.
+  bool lost_at_fork = false;
+  bool all_written = false;  // Async: every page counts as written at the next collect
 
   bool contains(const void* address) const {
     const char* a = static_cast<const char*>(address);
@@ -125,6 +129,12 @@ void remove_region(RegionCore* region);
 // were it SIG_DFL, would take the process down). Async-signal-safe; a torn read only costs one
 // retry.
 bool recently_released(const void* address);
+// Fork (exceptions/fork_hooks.cpp): the change lock across a fork; in the child, the readers
+// counted by threads of the parent (which will never leave) are forgotten.
+void region_table_fork_prepare();
+void region_table_fork_parent();
+void region_table_fork_child();
+
 // Calls fn(region) for each registered region, under a ReadGuard (not from a signal handler).
 template <class F>
 void for_each_region(F&& fn);

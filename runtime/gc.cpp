@@ -14,6 +14,7 @@
 #include <mutex>
 #include <new>
 
+#include "runtime/fork.h"
 #include "runtime/log.h"
 #include "runtime/os.h"
 
@@ -21,9 +22,36 @@ namespace tcr::gc {
 namespace {
 std::mutex g_init_mutex;
 bool g_initialized = false;
+
+// Boehm's fork handling (GC_atfork_prepare, _parent, _child: its allocation lock, its marker
+// threads' lock, and in the child a thread table of the forking thread alone), run from tcr's
+// handlers at the innermost rank, so its allocation lock is taken after tcr's locks at a fork as
+// everywhere else (a thread allocating a TCR's slot block holds the registry lock, then Boehm's).
+// Boehm's own pthread_atfork handlers would run in an order set by who registered first. Those
+// calls do nothing when Boehm installed its handlers itself (a program that ran GC_INIT before
+// tcr with GC_set_handle_fork(1)); nor does this step in a process whose GC is not initialized.
+bool g_forking_with_gc = false;  // written in prepare, read in parent and child (one fork at a time)
+
+void collector_prepare(void*) {
+  g_forking_with_gc = GC_is_init_called() != 0;
+  if (g_forking_with_gc) GC_atfork_prepare();
+}
+void collector_parent(void*) {
+  if (g_forking_with_gc) GC_atfork_parent();
+}
+void collector_child(void*) {
+  if (g_forking_with_gc) GC_atfork_child();
+}
+
+void participate_in_fork() {
+  fork_participate(fork_guard("gc initialization", ForkRank::Setup, g_init_mutex));
+  fork_participate(
+      {"Boehm GC", ForkRank::Collector, collector_prepare, collector_parent, collector_child});
+}
 }  // namespace
 
 Result<void> initialize() {
+  participate_in_fork();
   std::lock_guard lock(g_init_mutex);
   if (g_initialized) return {};
   if (!GC_is_init_called()) {
@@ -32,6 +60,8 @@ Result<void> initialize() {
     if (os::gettid() != getpid()) {
       return fail(Step::NotOnMainThread, 0, "Boehm GC must be initialized on the main thread");
     }
+    // Fork handling without handlers of Boehm's own: tcr's Collector step calls it (above).
+    GC_set_handle_fork(0);
     GC_INIT();
   }
   // Lets threads created with plain pthread_create (not GC_pthread_create) register themselves.

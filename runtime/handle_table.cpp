@@ -1,10 +1,14 @@
 #include "runtime/handle_table.h"
 
+#include <errno.h>
+
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <new>
 #include <vector>
 
+#include "runtime/fork.h"
 #include "runtime/os.h"
 
 namespace tcr {
@@ -41,6 +45,32 @@ struct State {
     e.prev = e.next = -1;
   }
 
+  // Under the lock.
+  std::uint64_t add(int fd, HandleKind kind, const HandleTag& tag, int tid) {
+    if (static_cast<std::size_t>(fd) >= by_fd.size()) {
+      by_fd.resize(std::max<std::size_t>(static_cast<std::size_t>(fd) + 1, by_fd.size() * 2),
+                   HandleEntry{});
+    }
+    HandleEntry& e = at(fd);
+    e.fd = fd;
+    e.kind = kind;
+    e.serial = next_serial++;
+    e.tcr_id = tag.tcr_id;
+    e.tid = tid;
+    const std::size_t n = std::min(tag.name.size(), sizeof e.name - 1);
+    std::memcpy(e.name, tag.name.data(), n);
+    e.name[n] = '\0';
+    e.chain = tag.chain;
+    e.prev = -1;
+    e.next = -1;
+    if (tag.chain != nullptr) {
+      e.next = tag.chain->head;
+      if (e.next >= 0) at(e.next).prev = fd;
+      tag.chain->head = fd;
+    }
+    return e.serial;
+  }
+
   // Closed while the lock is held: no add() for a reused fd number can slip in between the close
   // and the clearing of the entry.
   void close_entry(HandleEntry& e) {
@@ -52,7 +82,12 @@ struct State {
 
 State& state() {
   // Never destroyed: threads may still release handles while the process exits.
-  static State* s = new State;
+  static State* const s = [] {
+    State* created = new State;
+    // A fork while a thread adds or closes a handle would leave the child's table locked.
+    fork_participate(fork_guard("handle table", ForkRank::HandleTable, created->mutex));
+    return created;
+  }();
   return *s;
 }
 
@@ -66,28 +101,22 @@ HandleTable& HandleTable::instance() {
 std::uint64_t HandleTable::add(int fd, HandleKind kind, const HandleTag& tag, int tid) {
   State& s = state();
   std::lock_guard lock(s.mutex);
-  if (static_cast<std::size_t>(fd) >= s.by_fd.size()) {
-    s.by_fd.resize(std::max<std::size_t>(static_cast<std::size_t>(fd) + 1, s.by_fd.size() * 2),
-                   HandleEntry{});
+  return s.add(fd, kind, tag, tid);
+}
+
+Result<HandleTable::Opened> HandleTable::open(HandleKind kind, const HandleTag& tag, int tid,
+                                              Result<int> (*opener)(void* context),
+                                              void* context) {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  Result<int> fd = opener(context);
+  if (!fd) return std::unexpected(fd.error());
+  try {
+    return Opened{*fd, s.add(*fd, kind, tag, tid)};
+  } catch (const std::bad_alloc&) {
+    os::close(*fd);
+    return fail(Step::TcrAllocate, ENOMEM, "the handle table");
   }
-  HandleEntry& e = s.by_fd[static_cast<std::size_t>(fd)];
-  e.fd = fd;
-  e.kind = kind;
-  e.serial = s.next_serial++;
-  e.tcr_id = tag.tcr_id;
-  e.tid = tid;
-  const std::size_t n = std::min(tag.name.size(), sizeof e.name - 1);
-  std::memcpy(e.name, tag.name.data(), n);
-  e.name[n] = '\0';
-  e.chain = tag.chain;
-  e.prev = -1;
-  e.next = -1;
-  if (tag.chain != nullptr) {
-    e.next = tag.chain->head;
-    if (e.next >= 0) s.at(e.next).prev = fd;
-    tag.chain->head = fd;
-  }
-  return e.serial;
 }
 
 bool HandleTable::close(int fd, std::uint64_t serial) {
@@ -111,6 +140,17 @@ std::size_t HandleTable::close_others(HandleChain& chain, HandleKind kind, int k
       s.close_entry(e);
       ++closed;
     }
+  }
+  return closed;
+}
+
+std::size_t HandleTable::close_chain(HandleChain& chain) {
+  State& s = state();
+  std::lock_guard lock(s.mutex);
+  std::size_t closed = 0;
+  while (chain.head >= 0) {
+    s.close_entry(s.at(chain.head));
+    ++closed;
   }
   return closed;
 }

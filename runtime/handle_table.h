@@ -13,6 +13,8 @@
 #include <functional>
 #include <string_view>
 
+#include "runtime/error.h"
+
 namespace tcr {
 
 enum class HandleKind : std::uint8_t { Pidfd, Eventfd, Userfaultfd, Other };
@@ -50,11 +52,23 @@ class HandleTable {
 
   // Records a freshly opened fd. Returns its serial (never 0).
   std::uint64_t add(int fd, HandleKind kind, const HandleTag& tag, int tid);
+  // Opens a handle with `opener` (one system call, answering the fd) and records it, both under
+  // the table's lock, so that a fork never copies an fd that is open and not yet recorded: the
+  // child could neither tell whose it is nor close it.
+  struct Opened {
+    int fd;
+    std::uint64_t serial;
+  };
+  Result<Opened> open(HandleKind kind, const HandleTag& tag, int tid,
+                      Result<int> (*opener)(void* context), void* context);
   // Closes fd if (fd, serial) is still recorded; returns whether it closed it.
   bool close(int fd, std::uint64_t serial);
   // Closes every handle of `kind` in `chain` except `keep_fd`; returns how many it closed. Costs
   // the chain's length.
   std::size_t close_others(HandleChain& chain, HandleKind kind, int keep_fd);
+  // Closes every handle in `chain`, whatever its kind; returns how many. For an owner whose
+  // thread is gone with all its handles (a thread a forked child does not have).
+  std::size_t close_chain(HandleChain& chain);
   // Unlinks whatever is still in `chain` without closing it (its owner is going away).
   void detach_chain(HandleChain& chain);
   // Handles of `kind` tagged with tcr_id. Scans the table: for tests and dumps.

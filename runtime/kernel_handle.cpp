@@ -68,13 +68,16 @@ Result<KernelThreadHandle> KernelThreadHandle::open_current(HandleMode mode,
   h.m_owner = owner.tcr_id;
   h.m_chain = owner.chain;
   if (mode == HandleMode::Pidfd) {
-    Result<int> fd = os::pidfd_open(h.m_tid, os::kPidfdThread);
-    if (!fd) {
+    Result<HandleTable::Opened> opened = HandleTable::instance().open(
+        HandleKind::Pidfd, owner, h.m_tid,
+        [](void* tid) { return os::pidfd_open(*static_cast<pid_t*>(tid), os::kPidfdThread); },
+        &h.m_tid);
+    if (!opened) {
       h.m_tid = 0;
-      return std::unexpected(fd.error());
+      return std::unexpected(opened.error());
     }
-    h.m_fd = *fd;
-    h.m_serial = HandleTable::instance().add(*fd, HandleKind::Pidfd, owner, h.m_tid);
+    h.m_fd = opened->fd;
+    h.m_serial = opened->serial;
   }
   return h;
 }

@@ -10,6 +10,8 @@
 #include <unordered_set>
 #include <utility>
 
+#include "runtime/fork.h"
+
 // Sources of the rules (apple-oss-distributions/xnu unless said otherwise; "XNU" is the current
 // sources, "old XNU" the xnu-1xxx generation of the seeds' time, 2010-2011):
 //   osfmk/ipc/ipc_right.c     ipc_right_check, ipc_right_dealloc, ipc_right_delta, ipc_right_info,
@@ -75,7 +77,13 @@ struct Registry {
   std::unordered_set<std::uint64_t> live;
 };
 Registry& registry() {
-  static Registry* const instance = new Registry;
+  static Registry* const instance = [] {
+    Registry* created = new Registry;
+    // Held by a thread ending while the process forks, it would stay held in the child. (Each
+    // model's own lock is the model owner's business, as any object's.)
+    fork_participate(fork_guard("mach models", ForkRank::Setup, created->mutex));
+    return created;
+  }();
   return *instance;
 }
 

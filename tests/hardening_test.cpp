@@ -23,18 +23,11 @@ namespace tcr {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Adopted;
 using testing::eventually;
 using testing::make_manager;
+using testing::spawn_spinner;
 using testing::Watchdog;
-
-struct Adopted {
-  explicit Adopted(ThreadManager& m, const char* name = "adopted") : manager(m) {
-    Result<Tcr*> r = m.adopt_current_thread(name);
-    EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message());
-  }
-  ~Adopted() { (void)manager.release_current_thread(); }
-  ThreadManager& manager;
-};
 
 // A thread that waits on a gate (a safe point) and returns `result` when it opens.
 ThreadRef spawn_gated(ThreadManager& m, Semaphore& gate, void* result, SpawnOptions o = {}) {
@@ -44,16 +37,6 @@ ThreadRef spawn_gated(ThreadManager& m, Semaphore& gate, void* result, SpawnOpti
   }, o);
   EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message());
   return r ? *r : ThreadRef{};
-}
-
-// A thread that spins (no safe point) until `stop`.
-Result<ThreadRef> spawn_spinner(ThreadManager& m, std::atomic<bool>& stop,
-                                SpawnOptions o = {}) {
-  return m.spawn("spin", [&stop](Tcr&) -> void* {
-    while (!stop.load()) {
-    }
-    return nullptr;
-  }, o);
 }
 
 // ---- 1. a ThreadRef belongs to one manager ---------------------------------------------------

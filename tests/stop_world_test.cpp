@@ -22,6 +22,7 @@ namespace tcr {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Adopted;
 using testing::eventually;
 using testing::make_manager;
 
@@ -72,16 +73,6 @@ class Spinners {
   std::vector<std::atomic<std::uint64_t>> m_counters;
   std::atomic<bool> m_stop{false};
   std::vector<ThreadRef> m_refs;
-};
-
-// The calling (main) thread adopted for the test's length: suspend_all needs a Tcr.
-struct Adopted {
-  explicit Adopted(ThreadManager& m) : manager(m) {
-    Result<Tcr*> r = m.adopt_current_thread("initiator");
-    EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message());
-  }
-  ~Adopted() { (void)manager.release_current_thread(); }
-  ThreadManager& manager;
 };
 
 std::set<std::uint64_t> listed_ids(const StoppedWorld& w) {

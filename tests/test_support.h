@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -100,6 +101,28 @@ class Watchdog {
   bool m_done = false;
   std::thread m_thread;
 };
+
+// The calling thread adopted by `m` for the object's life (suspend_all and current_ref need a Tcr).
+struct Adopted {
+  explicit Adopted(ThreadManager& m, const char* name = "adopted") : manager(m) {
+    Result<Tcr*> r = m.adopt_current_thread(name);
+    EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message());
+  }
+  ~Adopted() { (void)manager.release_current_thread(); }
+  Adopted(const Adopted&) = delete;
+  Adopted& operator=(const Adopted&) = delete;
+  ThreadManager& manager;
+};
+
+// A thread that spins (no safe point) until `stop`.
+inline Result<ThreadRef> spawn_spinner(ThreadManager& m, std::atomic<bool>& stop,
+                                       SpawnOptions o = {}) {
+  return m.spawn("spin", [&stop](Tcr&) -> void* {
+    while (!stop.load()) {
+    }
+    return nullptr;
+  }, o);
+}
 
 inline void* as_ptr(std::uintptr_t v) { return reinterpret_cast<void*>(v); }
 inline std::uintptr_t as_int(void* p) { return reinterpret_cast<std::uintptr_t>(p); }

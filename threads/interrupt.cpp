@@ -32,6 +32,14 @@ void detail::InterruptState::settle(InterruptOutcome result) {
   settled.post();
 }
 
+void detail::InterruptState::abandon() {
+  InterruptOutcome pending = InterruptOutcome::Pending;
+  if (outcome.compare_exchange_strong(pending, InterruptOutcome::Undelivered,
+                                      std::memory_order_acq_rel)) {
+    settled.post();
+  }
+}
+
 Result<void> InterruptTicket::wait() const {
   if (outcome() == InterruptOutcome::Pending) {
     m_state->settled.wait();
@@ -59,14 +67,17 @@ MailboxLock::~MailboxLock() {
 // the outcome is set).
 void InterruptAccess::run_one(Tcr& t, InterruptState& st) {
   struct Settle {
+    Tcr& t;
     InterruptState& st;
     int cancel_state;
     ~Settle() {
+      t.m_interrupt_running = nullptr;
       pthread_setcancelstate(cancel_state, nullptr);
       st.settle(InterruptOutcome::Delivered);
     }
-  } settle{st, PTHREAD_CANCEL_DISABLE};
+  } settle{t, st, PTHREAD_CANCEL_DISABLE};
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &settle.cancel_state);
+  t.m_interrupt_running = &st;
   ManagerCore::run_interrupt_closure(st.fn, t);
 }
 

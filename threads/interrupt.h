@@ -37,6 +37,9 @@ struct InterruptState {
   std::atomic<InterruptOutcome> outcome{InterruptOutcome::Pending};
   Semaphore settled;  // posted once when the outcome is known; waiters pass it on
   void settle(InterruptOutcome result);
+  // In a forked child, for a thread that does not exist there: Undelivered unless settled
+  // already, the closure left as it is (it may be half-run, on that thread's stack).
+  void abandon();
 };
 }  // namespace detail
 

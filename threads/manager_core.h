@@ -21,6 +21,9 @@
 #include "threads/thread_manager.h"
 
 namespace tcr {
+namespace detail {
+struct ForkLeftovers;  // threads/fork.h
+}
 
 // The start handshake between spawn() and the new thread. It lives on the spawner's stack; the
 // new thread fills it in, posts `started` and never touches it again.
@@ -145,6 +148,29 @@ class ManagerCore {
   std::atomic<std::uint32_t> resume_word{0};  // futex word suspended handlers sleep on
   std::vector<StoppedThread> stopped;    // the current stop's list (reserved before signalling)
   std::vector<Tcr*> stop_waiting;        // targets whose acknowledgement is awaited
+
+  // fork() (threads/fork.h, threads/fork.cpp). The steps run on the forking thread: prepare
+  // takes stop_mutex (unless the forking thread holds the stop) and then `mutex`; the parent
+  // releases them; the child rebuilds the registry, lists and counts around the forking thread.
+  void fork_prepare_stop();
+  void fork_release_stop(bool child);
+  void fork_prepare_registry();
+  void fork_parent_registry();
+  void fork_child_registry(detail::ForkLeftovers& left);
+  // Under the lock, at the outermost resume_all in a child forked by the thread holding the
+  // stop: the records that the fork forgot, whose stacks the StoppedWorld listed, go free.
+  void release_fork_orphans_locked();
+  ManagerCore* fork_prev = nullptr;  // the live managers, under threads/fork.cpp's list lock
+  ManagerCore* fork_next = nullptr;
+  bool fork_stop_ours = false;       // prepare to parent/child: the forking thread holds the stop
+  bool fork_gc_unlocked = false;     // ... and let Boehm's lock go for Boehm's own fork step
+  Tcr* fork_orphans = nullptr;       // under mutex; linked through m_next
+
+ private:
+  void keep_in_child(Tcr* t, detail::ForkLeftovers& left);
+  void forget_in_child(Tcr* t, detail::ForkLeftovers& left);
+  static void forget_mailbox(Tcr* t, detail::ForkLeftovers& left);
+  void free_in_child_locked(Tcr* t);
 };
 
 

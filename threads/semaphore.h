@@ -37,6 +37,9 @@ class Semaphore {
 
   std::uint32_t value() const { return m_count.load(std::memory_order_relaxed); }
 
+  // In a forked child, where the threads that waited here are gone: posts stop waking them.
+  void forget_waiters() { m_waiters.store(0, std::memory_order_relaxed); }
+
  private:
   bool wait_impl(std::int64_t timeout_ns, bool interruptible);
   std::atomic<std::uint32_t> m_count;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/fork.h"
 #include "runtime/gc.h"
 #include "runtime/log.h"
 #include "runtime/os.h"
@@ -47,6 +48,7 @@ bool handler_installed(int sig) {
 }  // namespace
 
 Result<ManagerSignals> install_manager_signals() {
+  fork_participate(fork_guard("manager signals", ForkRank::Setup, g_mutex));
   std::lock_guard lock(g_mutex);
   if (g_installed) return g_signals;
   const std::vector<int> collector = gc::collector_signals();

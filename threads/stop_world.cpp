@@ -85,6 +85,7 @@ void StopWorldAccess::resume_locked(ManagerCore& core, std::uint64_t epoch, bool
   os::wake_address(&core.resume_word, true);
   if (holds_gc_lock) gc::unlock_allocator();
   core.world_stopped = false;
+  core.release_fork_orphans_locked();  // a stop held through a fork (threads/fork.h)
   core.world_resumed.notify_all();
 }
 

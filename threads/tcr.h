@@ -206,6 +206,9 @@ class Tcr {
   // Written by the thread, read by its own signal handler only.
   std::atomic<std::atomic<std::uint32_t>*> m_wait_word{nullptr};
   bool m_running_interrupts = false;  // own thread only: closures do not nest
+  // The interrupt whose closure runs now (own thread only): a fork child settles it for a thread
+  // that does not exist there (threads/fork.h).
+  detail::InterruptState* m_interrupt_running = nullptr;
 
   void** m_slots;             // GC_MALLOC_UNCOLLECTABLE block of kFirstUserSlot + kSlots words
   Tcr* m_next = nullptr;      // free list / zombie list link

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <mutex>
 
+#include "runtime/fork.h"
 #include "runtime/log.h"
 #include "threads/internal.h"
 #include "threads/tcr.h"
@@ -22,6 +23,7 @@ Result<void> register_thread_extension(const ThreadExtension& extension) {
   if (extension.attach == nullptr || extension.detach == nullptr) {
     return fail(Step::BadArgument, 0, "register_thread_extension: attach and detach are required");
   }
+  fork_participate(fork_guard("thread extensions", ForkRank::Setup, g_register_mutex));
   std::lock_guard lock(g_register_mutex);
   const std::size_t n = g_count.load(std::memory_order_relaxed);
   if (n == kMaxThreadExtensions) {

@@ -15,10 +15,12 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/fork.h"
 #include "runtime/gc.h"
 #include "runtime/log.h"
 #include "runtime/os.h"
 #include "threads/current.h"
+#include "threads/fork.h"
 #include "threads/internal.h"
 #include "threads/manager_core.h"
 #include "threads/tid_index.h"
@@ -76,10 +78,14 @@ pthread_key_t adopted_key() {
 
 // Cores whose manager was destroyed where it could not wait (~ThreadManager): kept alive, and
 // reachable (so a leak checker sees them held, not lost), for as long as the process lives.
-void keep_forever(std::shared_ptr<ManagerCore> core) {
+std::mutex& kept_mutex() {
   static std::mutex* const s_mutex = new std::mutex;
+  return *s_mutex;
+}
+
+void keep_forever(std::shared_ptr<ManagerCore> core) {
   static auto* const s_kept = new std::vector<std::shared_ptr<ManagerCore>>;
-  std::lock_guard lock(*s_mutex);
+  std::lock_guard lock(kept_mutex());
   try {
     s_kept->push_back(std::move(core));
   } catch (const std::bad_alloc&) {
@@ -99,6 +105,8 @@ ManagerCore::ManagerCore(ManagerOptions opts, HandleMode handle_mode)
       slot_arena(kSlotWords, options.gc) {}
 
 ManagerCore::~ManagerCore() {
+  // First: a fork from now on leaves this manager alone.
+  detail::fork_untrack(*this);
   // A listener looking a tid up (threads/tid_index.h) may be holding one of these records.
   std::unique_lock index_guard = detail::tid_index_guard();
   for (Tcr* t : records) {
@@ -508,7 +516,9 @@ Result<std::unique_ptr<ThreadManager>> ThreadManager::create(ManagerOptions opti
     log::warn("no tid index ({}): the exception listener will report faults without their TCR",
               index.error().message());
   }
+  fork_participate(fork_guard("abandoned managers", ForkRank::Setup, kept_mutex()));
   auto core = std::make_shared<ManagerCore>(std::move(options), mode);
+  detail::fork_track(*core);
   return std::unique_ptr<ThreadManager>(new ThreadManager(std::move(core)));
 }
 

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdio>
 
+#include "runtime/fork.h"
 #include "runtime/os.h"
 #include "threads/tcr.h"
 
@@ -63,7 +64,15 @@ void tid_index_withdraw(Tcr* t) {
   }
 }
 
-std::unique_lock<std::mutex> tid_index_guard() { return std::unique_lock(g_lookup_mutex); }
+std::unique_lock<std::mutex> tid_index_guard() {
+  // A fork while a listener looks a tid up would leave the child's lookups locked.
+  static const bool s_in_forks = [] {
+    fork_participate(fork_guard("tid index", ForkRank::TidIndex, g_lookup_mutex));
+    return true;
+  }();
+  (void)s_in_forks;
+  return std::unique_lock(g_lookup_mutex);
+}
 
 Tcr* tid_index_find_locked(pid_t tid) {
   std::atomic<Tcr*>* s = slot(tid);

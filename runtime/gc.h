@@ -45,6 +45,9 @@ void unlock_allocator();
 // Blocks live as long as the arena. Not thread-safe: the owner serializes calls.
 class RootArena {
  public:
+  // Blocks per malloc'd chunk: every kBlocksPerChunk-th allocate() makes a new chunk.
+  static constexpr std::size_t kBlocksPerChunk = 64;
+
   RootArena(std::size_t block_words, bool scanned);
   ~RootArena();
   RootArena(const RootArena&) = delete;
@@ -54,7 +57,6 @@ class RootArena {
   void** allocate();
 
  private:
-  static constexpr std::size_t kBlocksPerChunk = 64;
   std::size_t m_block_words;
   bool m_scanned;
   std::size_t m_used_in_chunk = kBlocksPerChunk;  // blocks handed out from the newest chunk

@@ -15,6 +15,7 @@
 #define GC_NO_THREAD_REDIRECTS 1
 #include <gc/gc.h>
 
+#include "runtime/gc.h"
 #include "runtime/os.h"
 #include "tests/test_support.h"
 
@@ -222,6 +223,86 @@ TEST(StopWorld, SpawnWaitsWhileStoppedAndTheInitiatorCannotSpawnOrJoin) {
   EXPECT_TRUE(spawned.load());
   EXPECT_TRUE(m->join(child).has_value());
   EXPECT_TRUE(m->join(*idle).has_value());
+}
+
+// A spawn from a thread the manager does not know, during a stop, that needs a new record: the
+// record's GC slot block comes from a new chunk of the slot arena, which GC_add_roots registers,
+// and that waits for Boehm's allocation lock, which the stop holds. Waiting there with the
+// registry lock held, it kept resume_all (which takes that lock) from ever returning.
+TEST(StopWorld, ASpawnThatGrowsTheRecordsWhileStoppedLetsResumeAllThrough) {
+  testing::Watchdog dog("resume_all while a spawn grows the records", 60s);
+  auto m = make_manager();
+  Adopted self(*m);
+  // Every record of the arena's first chunk in use: the next spawn needs a new chunk. The parked
+  // threads wake now and then: TSan runs the suspend signal's handler only when they do.
+  Semaphore gate;
+  std::vector<ThreadRef> parked;
+  while (m->stats().records < gc::RootArena::kBlocksPerChunk) {
+    Result<ThreadRef> r = m->spawn("parked", [&gate](Tcr&) -> void* {
+      while (!gate.wait_for(10ms)) {
+      }
+      return nullptr;
+    });
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    parked.push_back(*r);
+  }
+  ASSERT_EQ(m->stats().free_records, 0u);
+  ASSERT_TRUE(m->suspend_all().has_value());
+  std::atomic<bool> spawned{false};
+  ThreadRef late;
+  std::thread outsider([&] {
+    Result<ThreadRef> r = m->spawn("late", [](Tcr&) -> void* { return nullptr; });
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    late = *r;
+    spawned = true;
+  });
+  // Time for the outsider to reach the arena. Not a timing assertion: the test passes however
+  // long that takes; it is how long the old code needed to hang.
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(spawned.load());  // the new thread waits at the registry gate
+  ASSERT_TRUE(m->resume_all().has_value());
+  outsider.join();
+  ASSERT_TRUE(spawned.load());
+  EXPECT_EQ(m->stats().records, gc::RootArena::kBlocksPerChunk + 1);
+  EXPECT_TRUE(m->join(late).has_value());
+  for (std::size_t i = 0; i < parked.size(); ++i) gate.post();
+  for (ThreadRef r : parked) EXPECT_TRUE(m->join(r).has_value());
+}
+
+// Two managers, a stop in each: the second initiator waits for Boehm's allocation lock, which the
+// first stop holds. It waited holding its registry lock, so the first stop's holder hung as soon
+// as it called the second manager (stats, snapshot, signal: whatever takes that lock).
+TEST(StopWorld, AnInitiatorWaitingForAnotherManagersStopLetsItsHolderCallIn) {
+  testing::Watchdog dog("a stop's holder calling a manager whose initiator waits", 60s);
+  auto a = make_manager();
+  ManagerOptions no_gc;
+  no_gc.gc = false;
+  auto b = make_manager(no_gc);
+  Semaphore a_stopped;
+  Semaphore b_asking;
+  std::atomic<bool> b_stopped{false};
+  std::thread second([&] {
+    Adopted self(*b);
+    a_stopped.wait();
+    b_asking.post();
+    ASSERT_TRUE(b->suspend_all().has_value());  // waits until A's stop ends
+    b_stopped = true;
+    ASSERT_TRUE(b->resume_all().has_value());
+  });
+  {
+    Adopted self(*a);
+    ASSERT_TRUE(a->suspend_all().has_value());
+    a_stopped.post();
+    b_asking.wait();
+    // Time for B's initiator to reach Boehm's lock. Not a timing assertion: the test passes
+    // however long that takes; it is how long the old code needed to hang.
+    std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(b->stats().live, 1u);  // takes B's registry lock
+    EXPECT_FALSE(b_stopped.load());
+    ASSERT_TRUE(a->resume_all().has_value());
+  }
+  second.join();
+  EXPECT_TRUE(b_stopped.load());
 }
 
 // A thread that blocks the suspend signal, says so, and spins until `go`; then it returns, first

@@ -43,7 +43,9 @@ class ManagerCore {
   // Unique in the process and never reused: ThreadRefs carry it, so a ref from another manager
   // is refused without touching its record.
   const std::uint64_t serial;
-  gc::RootArena slot_arena;  // TCR slot blocks (under mutex)
+  // TCR slot blocks, under arena_mutex and never under the registry lock (acquire_record says why).
+  std::mutex arena_mutex;
+  gc::RootArena slot_arena;
 
   mutable std::mutex mutex;
   // Notified when managed_live, detached_live or reapers_busy goes down.
@@ -52,6 +54,8 @@ class ManagerCore {
   // Takes a record from the free list (or allocates one), gives it a fresh id and marks it
   // Reserved; counts it as live so shutdown() waits for it. ManagerShutDown after shutdown().
   Result<Tcr*> acquire_record(bool adopted);
+  // Allocates a Free record and adds it to `records`; called without the registry lock.
+  Result<Tcr*> new_record();
   // Gives back a record whose thread never ran (a failed spawn or adoption), and its stack.
   void abandon_record(Tcr* t);
   // Under the lock: puts a record on the free list with its slots cleared, so a reaped thread's

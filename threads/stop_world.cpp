@@ -1,6 +1,8 @@
 // suspend_all / resume_all and BlockingScope: the stop-the-world handshake described in
-// threads/stop_world.h. Locking order: stop_mutex (initiators), then the registry lock, then
-// Boehm's allocation lock. While the world is stopped only stop_mutex and Boehm's lock stay held.
+// threads/stop_world.h. Locking order: stop_mutex (initiators), then Boehm's allocation lock, then
+// the registry lock. While the world is stopped only stop_mutex and Boehm's lock stay held, and
+// the holder may still take any manager's registry lock, so nothing waits for Boehm's lock while
+// it holds a registry lock.
 #include <errno.h>
 
 #include <algorithm>
@@ -196,6 +198,10 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
   const SignalPermit permit{};  // the registry lock is held wherever a signal is sent below
   // Another initiator stopping the world suspends this thread while it waits here.
   core.stop_mutex.lock();
+  // Boehm's lock before the registry lock: waiting for it (another manager's stop holds it) with
+  // this registry lock held would deadlock that stop's holder as soon as it called this manager.
+  const bool gc_lock = gc::initialized();
+  if (gc_lock) gc::lock_allocator();
   std::unique_lock lock(core.mutex);
   // Allocate before the first signal: a stopped thread may hold malloc's lock.
   try {
@@ -205,11 +211,10 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
     core.stop_waiting.reserve(core.registry.size());
   } catch (const std::bad_alloc&) {
     lock.unlock();
+    if (gc_lock) gc::unlock_allocator();
     core.stop_mutex.unlock();
     return fail(Step::TcrAllocate, ENOMEM, "suspend_all: thread list");
   }
-  const bool gc_lock = gc::initialized();
-  if (gc_lock) gc::lock_allocator();
   const std::uint64_t epoch = ++core.stop_epoch;
   core.world_stopped = true;  // the gate: no thread enters or leaves the registry until resume
 

@@ -205,28 +205,21 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
   } else {
     // A new record: the only allocation on the spawn path, and only until the free list holds
     // as many records as threads ever overlapped. Its slot block comes from the root arena
-    // (never from the GC heap: the caller may be a thread the GC does not know).
-    if (records.size() == records.capacity()) {
-      try {
-        records.reserve(records.size() * 2 + 16);
-        // The registry never holds more than every record: with room for each, enter_registry's
-        // push_back cannot throw (on a new thread it would terminate the process).
-        registry.reserve(records.capacity());
-      } catch (const std::bad_alloc&) {
-        return fail(Step::TcrAllocate, ENOMEM);
-      }
+    // (never from the GC heap: the caller may be a thread the GC does not know), made without
+    // the registry lock: a new arena chunk is registered with GC_add_roots, which waits for
+    // Boehm's allocation lock, and a thread holding a world stopped keeps that lock while it
+    // takes registry locks (resume_all does).
+    lock.unlock();
+    Result<Tcr*> fresh = new_record();
+    lock.lock();
+    if (!fresh) return fresh;
+    t = *fresh;
+    if (shut_down) {  // shut down meanwhile: the record waits on the free list
+      t->m_next = free_list;
+      free_list = t;
+      ++free_count;
+      return fail(Step::ManagerShutDown);
     }
-    void** slots = slot_arena.allocate();
-    if (slots == nullptr) return fail(Step::TcrAllocate, ENOMEM);
-    // Not new (std::nothrow): that guards the record's own storage, not what its members'
-    // constructors allocate (the interrupt mailbox's deque allocates its map).
-    try {
-      t = new Tcr(slots);
-    } catch (const std::bad_alloc&) {
-      return fail(Step::TcrAllocate, ENOMEM);  // the slot block stays in the arena
-    }
-    t->m_core = this;
-    records.push_back(t);  // capacity reserved above: cannot throw
   }
   t->m_id = g_next_id.fetch_add(1, std::memory_order_relaxed);
   t->m_next = nullptr;
@@ -252,6 +245,38 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
   } else {
     ++managed_live;
   }
+  return t;
+}
+
+Result<Tcr*> ManagerCore::new_record() {
+  void** slots = nullptr;
+  {
+    std::lock_guard arena(arena_mutex);
+    slots = slot_arena.allocate();
+  }
+  if (slots == nullptr) return fail(Step::TcrAllocate, ENOMEM);
+  // Not new (std::nothrow): that guards the record's own storage, not what its members'
+  // constructors allocate (the interrupt mailbox's deque allocates its map).
+  Tcr* t = nullptr;
+  try {
+    t = new Tcr(slots);
+  } catch (const std::bad_alloc&) {
+    return fail(Step::TcrAllocate, ENOMEM);  // the slot block stays in the arena
+  }
+  t->m_core = this;
+  std::lock_guard lock(mutex);
+  if (records.size() == records.capacity()) {
+    try {
+      records.reserve(records.size() * 2 + 16);
+      // The registry never holds more than every record: with room for each, enter_registry's
+      // push_back cannot throw (on a new thread it would terminate the process).
+      registry.reserve(records.capacity());
+    } catch (const std::bad_alloc&) {
+      delete t;
+      return fail(Step::TcrAllocate, ENOMEM);
+    }
+  }
+  records.push_back(t);  // capacity reserved above: cannot throw
   return t;
 }
 

@@ -115,7 +115,7 @@ Result<void> reattach_after_fork(detail::RegionCore& r) {
   r.listener = backend.listener;
   r.async = backend.async;
   Result<void> registered = r.mode == TrapMode::Listener
-                                ? r.listener->register_range(r.base, r.length)
+                                ? r.listener->register_range(r.base, r.length, r.layout)
                                 : r.async->register_range(r.base, r.length);
   if (!registered) return registered;
   r.lost_at_fork = false;

@@ -48,16 +48,7 @@ std::unique_ptr<ProtectedRegion> region_in(TrapMode mode, char* base, std::size_
 
 // ---- stack guard --------------------------------------------------------------------------------
 
-// Deeper than any stack (a 1 GiB limit would take a million frames): each frame keeps a KiB
-// live across the call, so it is no tail call.
-std::atomic<std::size_t> g_depth_limit{std::size_t{1} << 30};
-__attribute__((noinline)) std::size_t recurse(std::size_t depth) {
-  volatile char frame[1024];
-  frame[0] = static_cast<char>(depth);
-  asm volatile("" : : "r"(frame) : "memory");
-  if (depth >= g_depth_limit.load(std::memory_order_relaxed)) return frame[0];
-  return recurse(depth + 1) + frame[0];
-}
+using testing::recurse;
 
 // TSan's runtime takes ~900 KiB of a thread's stack for itself (pthread_create refuses less).
 #if defined(__SANITIZE_THREAD__)

@@ -418,18 +418,25 @@ Result<ThreadRef> spawn_with_tid(ThreadManager& m, pid_t tid, std::atomic<bool>&
   return fail(Step::BadArgument, EAGAIN, "could not get the tid back");
 }
 
+// Both tests steer the kernel's next tid (ns_last_pid) and count SIGUSR1 per thread.
+class InterruptTidReuse : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access("/proc/sys/kernel/ns_last_pid", W_OK) != 0) {
+      GTEST_SKIP() << "needs CAP_SYS_ADMIN to write /proc/sys/kernel/ns_last_pid";
+    }
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { ++t_hits; };
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+  }
+};
+
 // A ThreadRef, and a pidfd, to a thread whose tid now belongs to another thread. A bare tgkill
 // on the remembered tid hits the stranger (the hazard, shown); the manager's signal() and
 // interrupt() refuse the stale reference (tgkill path), and the dead thread's pidfd answers
 // ESRCH (pidfd path): neither reaches the new thread.
-TEST(InterruptTidReuse, MisdeliveryIsRefusedOnTheTgkillPathAndImpossibleOnThePidfdPath) {
-  if (access("/proc/sys/kernel/ns_last_pid", W_OK) != 0) {
-    GTEST_SKIP() << "needs CAP_SYS_ADMIN to write /proc/sys/kernel/ns_last_pid";
-  }
-  struct sigaction sa {};
-  sa.sa_handler = [](int) { ++t_hits; };
-  sigemptyset(&sa.sa_mask);
-  ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+TEST_F(InterruptTidReuse, MisdeliveryIsRefusedOnTheTgkillPathAndImpossibleOnThePidfdPath) {
 
   for (HandleModeChoice mode : {HandleModeChoice::Tgkill, HandleModeChoice::Pidfd}) {
     ManagerOptions o;
@@ -481,14 +488,7 @@ TEST(InterruptTidReuse, MisdeliveryIsRefusedOnTheTgkillPathAndImpossibleOnThePid
 // and its pidfd, while its tid goes to a new thread. The manager refuses from the record's state;
 // under that check, the record's own pidfd also refuses (ESRCH: it names the exited thread, not
 // the tid), where the same tid through tgkill reaches the new owner.
-TEST(InterruptTidReuse, AnExitedUnjoinedThreadsPidfdNeverReachesTheTidsNewOwner) {
-  if (access("/proc/sys/kernel/ns_last_pid", W_OK) != 0) {
-    GTEST_SKIP() << "needs CAP_SYS_ADMIN to write /proc/sys/kernel/ns_last_pid";
-  }
-  struct sigaction sa {};
-  sa.sa_handler = [](int) { ++t_hits; };
-  sigemptyset(&sa.sa_mask);
-  ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+TEST_F(InterruptTidReuse, AnExitedUnjoinedThreadsPidfdNeverReachesTheTidsNewOwner) {
   ManagerOptions o;
   o.handle_mode = HandleModeChoice::Pidfd;
   auto m = make_manager(o);

@@ -127,4 +127,16 @@ inline Result<ThreadRef> spawn_spinner(ThreadManager& m, std::atomic<bool>& stop
 inline void* as_ptr(std::uintptr_t v) { return reinterpret_cast<void*>(v); }
 inline std::uintptr_t as_int(void* p) { return reinterpret_cast<std::uintptr_t>(p); }
 
+// Recurses until the thread's stack overflows: each frame keeps a KiB live across the call, so it
+// is no tail call. The limit (a million KiB frames past any stack) only tells the compiler that
+// the recursion ends.
+inline std::atomic<std::size_t> g_depth_limit{std::size_t{1} << 30};
+__attribute__((noinline)) inline std::size_t recurse(std::size_t depth) {
+  volatile char frame[1024];
+  frame[0] = static_cast<char>(depth);
+  asm volatile("" : : "r"(frame) : "memory");
+  if (depth >= g_depth_limit.load(std::memory_order_relaxed)) return frame[0];
+  return recurse(depth + 1) + frame[0];
+}
+
 }  // namespace tcr::testing

@@ -26,6 +26,7 @@
 #include "exceptions/fault_signals.h"
 #include "exceptions/protected_region.h"
 #include "runtime/log.h"
+#include "tests/test_support.h"
 #include "threads/thread_manager.h"
 
 // ---- the watch ------------------------------------------------------------------------------------
@@ -136,16 +137,7 @@ class SignalSafety : public ::testing::Test {
   }
 };
 
-// Deeper than any stack (the limit is a million KiB frames): each frame keeps a KiB live across
-// the call.
-std::atomic<std::size_t> g_depth_limit{std::size_t{1} << 20};
-__attribute__((noinline)) std::size_t recurse(std::size_t depth) {
-  volatile char frame[1024];
-  frame[0] = static_cast<char>(depth);
-  asm volatile("" : : "r"(frame) : "memory");
-  if (depth >= g_depth_limit.load(std::memory_order_relaxed)) return frame[0];
-  return recurse(depth + 1) + frame[0];
-}
+using testing::recurse;
 
 TEST_F(SignalSafety, OverflowsTrapsStopsAndInterruptsNeitherAllocateLockNorLogOnTheAltStack) {
   ASSERT_TRUE(install_fault_handlers());

@@ -117,7 +117,7 @@ TEST_P(AdoptFault, NamesTheStepLeaksNothingAndTheThreadCanRetry) {
     ::sigaltstack(&off, nullptr);
   });
   foreign.join();
-  EXPECT_TRUE(m->snapshot().empty());
+  EXPECT_TRUE(m->snapshot().value().empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(

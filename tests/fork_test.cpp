@@ -245,7 +245,7 @@ TEST_P(ForkHandleModes, TheChildKeepsOnlyTheForkingThreadWithAHandleOfItsOwn) {
 
   expect_passed(run_child([&](Child& c) {
     // Only the forking thread, under its own id, with a handle naming the child's thread.
-    const std::vector<ThreadInfo> live = m->snapshot();
+    const std::vector<ThreadInfo> live = m->snapshot().value();
     c.check(live.size() == 1 && live[0].id == me->id(),
             "the child's registry lists " + std::to_string(live.size()) + " threads");
     c.check(ThreadManager::current()->tid() == ::getpid() &&
@@ -294,7 +294,7 @@ TEST_P(ForkHandleModes, TheChildKeepsOnlyTheForkingThreadWithAHandleOfItsOwn) {
   }));
 
   // The parent's threads never noticed.
-  EXPECT_EQ(m->snapshot().size(), 5u);
+  EXPECT_EQ(m->snapshot().value().size(), 5u);
   for (int i = 0; i < 4; ++i) gate.post();
   for (const ThreadRef& t : gated) EXPECT_TRUE(m->join(t).has_value());
   EXPECT_TRUE(m->join(*finished).has_value());
@@ -320,14 +320,14 @@ TEST(Fork, FromAnAdoptedThread) {
     Result<ThreadRef> me = m->current_ref();
     ASSERT_TRUE(me.has_value());
     end = run_child([&](Child& c) {
-      const std::vector<ThreadInfo> live = m->snapshot();
+      const std::vector<ThreadInfo> live = m->snapshot().value();
       c.check(live.size() == 1 && live[0].id == me->id() && live[0].adopted,
               "the child keeps the adopted forker alone");
       spawn_and_join(c, *m, "the inherited manager");
       stop_and_resume(c, *m, "the inherited manager");
       c.check(m->signal(*me, 0), "a signal to itself");
       c.check(m->release_current_thread(), "the adopted forker releases itself");
-      c.check(m->snapshot().empty(), "no thread left in the child's manager");
+      c.check(m->snapshot().value().empty(), "no thread left in the child's manager");
     });
   });
   foreign.join();
@@ -365,7 +365,7 @@ TEST(Fork, WaitsForAStopHeldByAnotherThreadToEnd) {
   // The main thread is no thread of m's: the stop does not hold it.
   expect_passed(run_child([&](Child& c) {
     c.check(resuming.load(), "the fork completed while the world was still stopped");
-    c.check(m->snapshot().empty(), "the child's manager lists none of the parent's threads");
+    c.check(m->snapshot().value().empty(), "the child's manager lists none of the parent's threads");
     Adopted self(*m, "child main");
     c.check(!m->world_stopped_by_caller(), "no stop inherited");
     spawn_and_join(c, *m, "the inherited manager");
@@ -416,7 +416,7 @@ TEST(Fork, FromTheThreadHoldingTheStopTheChildHoldsItToo) {
     c.check(m->world_stopped_by_caller(), "still stopped at depth 1");
     c.check(m->resume_all(), "resume_all (outer)");
     c.check(!m->world_stopped_by_caller(), "resumed");
-    c.check(m->snapshot().size() == 1, "only the stopper is left");
+    c.check(m->snapshot().value().size() == 1, "only the stopper is left");
     c.check(m->stats().cached_stacks <= 8, "the stopped threads' stacks went to the cache or away");
     spawn_and_join(c, *m, "the inherited manager");
     stop_and_resume(c, *m, "the inherited manager");
@@ -478,14 +478,15 @@ TEST(Fork, ThreadsMidSpawnMidExitAndMidJoinAreNotWaitedFor) {
   ASSERT_TRUE(testing::eventually([&] { return g_held_starts.load() == 1; }));
   g_hold_starts = false;
   ASSERT_TRUE(testing::eventually([&] {
-    for (const ThreadInfo& t : m->snapshot()) {
+    const std::vector<ThreadInfo> live = m->snapshot().value();
+    for (const ThreadInfo& t : live) {
       if (t.name == "exiting" && t.state == TcrState::Exiting) return true;
     }
     return false;
   }));
 
   expect_passed(run_child([&](Child& c) {
-    c.check(m->snapshot().size() == 1, "only the forker is left");
+    c.check(m->snapshot().value().size() == 1, "only the forker is left");
     c.check(m->reap(true).has_value(), "reap(wait)");
     spawn_and_join(c, *m, "the inherited manager");
     stop_and_resume(c, *m, "the inherited manager");

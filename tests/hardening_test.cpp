@@ -79,8 +79,8 @@ TEST(Hardening, ARefFromAnotherManagerIsRefusedAndTouchesNothing) {
   EXPECT_FALSE(ran.load());
   Semaphore gate_b;
   ThreadRef in_b = spawn_gated(*b, gate_b, nullptr);
-  EXPECT_EQ(a->snapshot().size(), 0u);
-  EXPECT_EQ(b->snapshot().size(), 1u);
+  EXPECT_EQ(a->snapshot().value().size(), 0u);
+  EXPECT_EQ(b->snapshot().value().size(), 1u);
   gate_b.post();
   EXPECT_TRUE(b->join(in_b).has_value());
   EXPECT_TRUE(a->shutdown().has_value());

@@ -255,19 +255,36 @@ TEST(Interrupt, RacingTheTargetsExitNeverLosesOrMisdelivers) {
 TEST(Interrupt, ABurstAtAThreadThatReturnsAtOnceLeavesNoTicketPendingAfterJoin) {
   auto m = make_manager();
   testing::Watchdog dog("interrupt bursts at brief threads", 120s);
+  constexpr int kRounds = 300;
   int pending = 0, delivered = 0, undelivered = 0;
-  for (int round = 0; round < 300; ++round) {
-    Result<ThreadRef> t = m->spawn("brief", [](Tcr&) -> void* { return nullptr; });
+  for (int round = 0; round < kRounds; ++round) {
+    // The thread returns (no safe point before: it spins on a plain load) only once the burst
+    // has begun, so its exit drain runs while interrupts keep arriving and every round's burst
+    // straddles the mailbox's closing. (Started before the burst, the thread was mostly gone by
+    // the first interrupt, and a mailbox drained and closed in two steps went unnoticed.)
+    std::atomic<bool> go{false};
+    Result<ThreadRef> t = m->spawn("brief", [&go](Tcr&) -> void* {
+      while (!go.load(std::memory_order_acquire)) machine::cpu_relax();
+      return nullptr;
+    });
     ASSERT_TRUE(t.has_value());
-    // Interrupts back to back until one finds the mailbox closed: the burst straddles the
-    // thread's last safe point every round.
+    struct LetGo {  // an ASSERT below must not leave the thread spinning (join would hang)
+      std::atomic<bool>& go;
+      ~LetGo() { go = true; }
+    } let_go{go};
+    // Interrupts until one finds the mailbox closed, with gaps of 0 to 504 pauses between them:
+    // back to back, the burst could outpace the drain, which then never finds the mailbox empty;
+    // with gaps of every length, the drain catches up and some interrupt lands right as it does.
     std::vector<InterruptTicket> tickets;
-    for (int i = 0; i < 100000; ++i) {
+    for (int i = 0; i < 1000000; ++i) {
       Result<InterruptTicket> ticket = m->interrupt(*t, [](Tcr&) {});
       ASSERT_TRUE(ticket.has_value()) << ticket.error().message();
       tickets.push_back(*ticket);
+      if (i == 0) go.store(true, std::memory_order_release);
       if (ticket->outcome() == InterruptOutcome::Undelivered) break;
+      for (int k = ((i * 37 + round) % 64) * 8; k > 0; --k) machine::cpu_relax();
     }
+    ASSERT_EQ(tickets.back().outcome(), InterruptOutcome::Undelivered) << "round " << round;
     ASSERT_TRUE(m->join(*t).has_value());
     for (const InterruptTicket& ticket : tickets) {
       switch (ticket.outcome()) {
@@ -278,6 +295,8 @@ TEST(Interrupt, ABurstAtAThreadThatReturnsAtOnceLeavesNoTicketPendingAfterJoin) 
     }
   }
   EXPECT_EQ(pending, 0);
+  EXPECT_EQ(undelivered, kRounds);  // exactly the last of each burst
+  EXPECT_GE(delivered, kRounds);    // at least the first of each, run by the exit drain
   std::printf("%d delivered, %d undelivered\n", delivered, undelivered);
 }
 

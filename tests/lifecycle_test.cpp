@@ -252,7 +252,7 @@ TEST_P(Lifecycle, SnapshotListsLiveThreads) {
     ASSERT_TRUE(t);
     refs.push_back(*t);
   }
-  std::vector<ThreadInfo> live = manager->snapshot();
+  std::vector<ThreadInfo> live = manager->snapshot().value();
   ASSERT_EQ(live.size(), 3u);
   for (const ThreadInfo& info : live) {
     EXPECT_EQ(info.state, TcrState::Running);
@@ -265,7 +265,7 @@ TEST_P(Lifecycle, SnapshotListsLiveThreads) {
   EXPECT_EQ(visited, 3);
   for (int i = 0; i < 3; ++i) sem_post(&go);
   for (ThreadRef r : refs) ASSERT_TRUE(manager->join(r));
-  EXPECT_TRUE(manager->snapshot().empty());
+  EXPECT_TRUE(manager->snapshot().value().empty());
   sem_destroy(&go);
 }
 
@@ -352,14 +352,14 @@ TEST_P(Lifecycle, AdoptedForeignThreadIsReleasedAtItsExit) {
     EXPECT_EQ(ThreadManager::current(), *t);
     EXPECT_TRUE((*t)->adopted());
     EXPECT_TRUE((*t)->gc_registered());
-    EXPECT_EQ(manager->snapshot().size(), 1u);
+    EXPECT_EQ(manager->snapshot().value().size(), 1u);
     Result<Tcr*> twice = manager->adopt_current_thread("again");
     ASSERT_FALSE(twice);
     EXPECT_EQ(twice.error().step, Step::AlreadyAdopted);
   });
   foreign.join();
   ASSERT_TRUE(adopted_ok.load());
-  EXPECT_TRUE(manager->snapshot().empty());
+  EXPECT_TRUE(manager->snapshot().value().empty());
   const ManagerStats s = manager->stats();
   EXPECT_EQ(s.adopted, 1u);
   EXPECT_EQ(s.free_records, s.records);
@@ -380,7 +380,7 @@ TEST_P(Lifecycle, AdoptedThreadCanReleaseItselfEarly) {
     ASSERT_TRUE(manager->adopt_current_thread("again"));
   });
   foreign.join();
-  EXPECT_TRUE(manager->snapshot().empty());
+  EXPECT_TRUE(manager->snapshot().value().empty());
 }
 
 TEST_P(Lifecycle, AdoptedThreadsOutliveTheManagerSafely) {

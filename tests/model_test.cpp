@@ -443,7 +443,8 @@ class Sut {
     await([&] { return started.ready.load(std::memory_order_acquire); },
           m_current + ": the new thread to reach its script");
     pid_t tid = 0;
-    for (const ThreadInfo& i : mgr(m).snapshot()) {
+    const std::vector<ThreadInfo> live = mgr(m).snapshot().value();
+    for (const ThreadInfo& i : live) {
       if (i.id == r.id()) tid = i.tid;
     }
     check(tid != 0, "a spawned thread is in its manager's snapshot");
@@ -660,7 +661,8 @@ class Sut {
     const std::uint64_t id = m_refs[t].id();
     await(
         [&] {
-          for (const ThreadInfo& i : mgr(m).snapshot()) {
+          const std::vector<ThreadInfo> live = mgr(m).snapshot().value();
+          for (const ThreadInfo& i : live) {
             if (i.id == id) return false;
           }
           return true;
@@ -1470,7 +1472,7 @@ struct Inspect final : Call {
     sut.on(by, [&] {
       stopped = sut.mgr(m).world_stopped_by_caller();
       st = sut.mgr(m).stats();
-      snap = sut.mgr(m).snapshot();
+      snap = sut.mgr(m).snapshot().value();
     });
     const ManagerM& mm = s.mgr[m];
     sut.check(stopped == (s.holds(by) && s.mgr_of_worker(by) == m), "world_stopped_by_caller()");

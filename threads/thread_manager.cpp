@@ -898,13 +898,17 @@ Result<ThreadRef> ThreadManager::current_ref() const {
   return m_core->ref_to(t);
 }
 
-std::vector<ThreadInfo> ThreadManager::snapshot() const {
+Result<std::vector<ThreadInfo>> ThreadManager::snapshot() const {
   std::vector<ThreadInfo> out;
   std::lock_guard lock(m_core->mutex);
-  out.reserve(m_core->registry.size());
-  for (const Tcr* t : m_core->registry) {
-    out.push_back(ThreadInfo{t->m_id, t->m_name, t->state(), t->m_tid, t->m_handle.fd(),
-                             t->m_detached, t->m_adopted, t->m_gc_registered});
+  try {
+    out.reserve(m_core->registry.size());
+    for (const Tcr* t : m_core->registry) {
+      out.push_back(ThreadInfo{t->m_id, t->m_name, t->state(), t->m_tid, t->m_handle.fd(),
+                               t->m_detached, t->m_adopted, t->m_gc_registered});
+    }
+  } catch (const std::bad_alloc&) {
+    return fail(Step::TcrAllocate, ENOMEM, "snapshot: thread list");
   }
   return out;
 }

@@ -136,7 +136,9 @@ class ThreadManager {
   Result<ThreadRef> current_ref() const;
   Result<void> release_current_thread();
 
-  std::vector<ThreadInfo> snapshot() const;
+  // The live threads. Allocates (the list and the names): TcrAllocate when memory runs out, and
+  // do not call it while the world is stopped if a stopped thread may hold malloc's lock.
+  Result<std::vector<ThreadInfo>> snapshot() const;
   // Calls fn for each live Tcr under the registry lock: fn must not call back into the manager.
   void for_each(const std::function<void(const Tcr&)>& fn) const;
 

@@ -168,6 +168,26 @@ TEST(BadAlloc, NoApiCallLetsItOutAndNothingLeaks) {
       [] {});
   EXPECT_GT(interrupt_allocs, 0);
 
+  // A thread with a name past the small-string buffer, so that each entry's copy allocates too.
+  Result<ThreadRef> named = m.spawn("a second poller with a long name", [&](Tcr&) -> void* {
+    while (!stop.load()) ThreadManager::poll();
+    return nullptr;
+  });
+  ASSERT_TRUE(named);
+  const long snapshot_allocs = sweep(
+      "snapshot",
+      [&] {
+        Result<std::vector<ThreadInfo>> live = m.snapshot();
+        if (!live) {
+          EXPECT_EQ(live.error().step, Step::TcrAllocate) << live.error().message();
+          return false;
+        }
+        EXPECT_EQ(live->size(), 2u);
+        return true;
+      },
+      [] {});
+  EXPECT_GE(snapshot_allocs, 2);  // the list, then the long name
+
   const long adopt_allocs = sweep(
       "adopt + release",
       [&] {
@@ -216,6 +236,7 @@ TEST(BadAlloc, NoApiCallLetsItOutAndNothingLeaks) {
 
   stop = true;
   ASSERT_TRUE(m.join(target));
+  ASSERT_TRUE(m.join(*named));
   // Still usable.
   Result<ThreadRef> after = m.spawn("after", [](Tcr&) -> void* { return nullptr; });
   ASSERT_TRUE(after);

@@ -140,7 +140,7 @@ TEST(AltStack, EachThreadRunsOnItsOwnAndGivesItBackAtExit) {
 }
 
 TEST(AltStack, NothingLeaksAfterManyThreads) {
-  const int kThreads = testing::kMemoryCountsExact ? 100000 : 20000;
+  const int kThreads = testing::lifetimes(100000);
   testing::Watchdog watchdog("AltStack.NothingLeaksAfterManyThreads", std::chrono::seconds(240));
   auto m = testing::make_manager();
   auto churn = [&](int n) {

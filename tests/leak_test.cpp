@@ -13,13 +13,7 @@
 namespace tcr {
 namespace {
 
-// Under TSan a lifetime costs about ten times as much; a fifth of them still cycle every record,
-// stack and handle through reuse thousands of times.
-#if defined(__SANITIZE_THREAD__)
-constexpr int kLifetimes = 20000;
-#else
-constexpr int kLifetimes = 100000;
-#endif
+constexpr int kLifetimes = testing::lifetimes(100000);  // fewer under the sanitizers
 
 class Leak : public ::testing::TestWithParam<HandleModeChoice> {
  protected:

@@ -32,7 +32,7 @@ TEST(MachShutdownOnRealThreads, RealThreadsLeaveThePortNameCountFlat) {
   const ResourceLedger ledger(&model);
   const ResourceCounts before = ledger.snapshot();
   ASSERT_TRUE(before.port_names.has_value());
-  for (int i = 0; i < 20000; ++i) {
+  for (int i = 0; i < testing::lifetimes(20000); ++i) {
     Result<ThreadRef> t = m->spawn("ccl-thread", leaky_body(model, 1 + i % 5));
     ASSERT_TRUE(t) << t.error().message();
     ASSERT_TRUE(m->join(*t));

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "runtime/error.h"
+#include "threads/manager_core.h"
 #include "threads/stop_world.h"
 
 namespace tcr {
@@ -47,7 +48,8 @@ struct StopWorldAccess {
   // The entry a conservative scan reads for a thread that acknowledged (or was claimed) as kind.
   static void fill_entry(StoppedThread& e, const Tcr& t, StopKind kind);
   // Under the registry lock: lets every thread of the current stop go, opens the gate.
-  static void resume_locked(ManagerCore& core, std::uint64_t epoch, bool holds_gc_lock);
+  static void resume_locked(ManagerCore& core, std::uint64_t epoch, bool holds_gc_lock)
+      TCR_REQUIRES(core.mutex);
   // The suspend signal's handler body (async-signal-safe).
   static void suspend_self(Tcr& t, void* ucontext);
   // Shutdown step 2, with the manager's signals already blocked.

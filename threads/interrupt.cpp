@@ -167,7 +167,7 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
   InterruptTicket ticket(st);
   // Under the registry lock: the record cannot be reaped and reused while it is checked and
   // signalled, and (tgkill mode) the tid is still this thread's.
-  std::lock_guard lock(core.mutex);
+  MutexLock lock(core.mutex);
   // The manager is checked before the record is touched (another manager's may be freed); a
   // stale ref is no error here: its thread exited (ids are never reused), so Undelivered.
   Result<Tcr*> found = core.record_of(ref, "interrupt");

@@ -1,8 +1,9 @@
 // ManagerCore: the state behind a ThreadManager (registry, free list, zombie list), shared with the
 // threads it runs. Internal to threads/: embedders use ThreadManager.
-// Locking: `mutex` is the registry lock. It guards every field below and every Tcr's state,
-// id, detached/joining flags and list links. It is never held across a blocking wait, a
-// pthread_join or a user callback (except for_each, which says so).
+// Locking: `mutex` is the registry lock. It guards the fields marked TCR_GUARDED_BY(mutex) and
+// every Tcr's state, id, detached/joining flags and list links. It is never held across a
+// blocking wait, a pthread_join or a user callback (except for_each, which says so). The clang
+// preset checks the marked fields and the TCR_REQUIRES(mutex) functions at every use.
 #pragma once
 
 #include <semaphore.h>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "runtime/gc.h"
+#include "runtime/mutex.h"
 #include "threads/tcr.h"
 #include "threads/thread_manager.h"
 
@@ -44,26 +46,26 @@ class ManagerCore {
   // is refused without touching its record.
   const std::uint64_t serial;
   // TCR slot blocks, under arena_mutex and never under the registry lock (acquire_record says why).
-  std::mutex arena_mutex;
-  gc::RootArena slot_arena;
+  Mutex arena_mutex;
+  gc::RootArena slot_arena TCR_GUARDED_BY(arena_mutex);
 
-  mutable std::mutex mutex;
+  mutable Mutex mutex;
   // Notified when managed_live, detached_live or reapers_busy goes down.
   std::condition_variable all_exited;
 
   // Takes a record from the free list (or allocates one), gives it a fresh id and marks it
   // Reserved; counts it as live so shutdown() waits for it. ManagerShutDown after shutdown().
-  Result<Tcr*> acquire_record(bool adopted);
+  Result<Tcr*> acquire_record(bool adopted) TCR_EXCLUDES(mutex);
   // Allocates a Free record and adds it to `records`; called without the registry lock.
-  Result<Tcr*> new_record();
+  Result<Tcr*> new_record() TCR_EXCLUDES(mutex, arena_mutex);
   // Gives back a record whose thread never ran (a failed spawn or adoption), and its stack.
-  void abandon_record(Tcr* t);
+  void abandon_record(Tcr* t) TCR_EXCLUDES(mutex);
   // Under the lock: puts a record on the free list with its slots cleared, so a reaped thread's
   // GC objects are not kept alive by a record waiting for reuse.
-  void free_record_locked(Tcr* t);
+  void free_record_locked(Tcr* t) TCR_REQUIRES(mutex);
   // The thread is gone: releases its last kernel-handle reference and its stack, and returns the
   // record to the free list. The caller must have made sure nothing else can reach the record.
-  void reap_record(Tcr* t);
+  void reap_record(Tcr* t) TCR_EXCLUDES(mutex);
 
   // Whether the calling thread holds a stopped world (of its own manager: the only one it may
   // stop). Then it must not wait for any thread to finish: spawn, join, reap(wait), shutdown and
@@ -73,21 +75,21 @@ class ManagerCore {
   // detached itself (pthread_detach), which is then waited out through its kernel handle.
   bool join_os_thread(Tcr* t);
   // Without waiting (under the registry lock): whether the OS thread is gone, joined if it can be.
-  bool try_join_os_thread(Tcr* t);
+  bool try_join_os_thread(Tcr* t) TCR_REQUIRES(mutex);
   static void mark_self_detached(Tcr* t);
   static void wait_self_detached_gone(Tcr* t);
   static bool os_thread_alive(const Tcr* t);
 
-  // Enter the registry as Running / leave it as Dead (the caller holds `lock` on mutex). Both
-  // wait at the gate while the world is stopped, so a StoppedWorld's list stays exact.
-  void enter_registry(Tcr* t);
-  void leave_registry(std::unique_lock<std::mutex>& lock, Tcr* t);
-  void wait_for_world(std::unique_lock<std::mutex>& lock);
+  // Enter the registry as Running (taking the lock) / leave it as Dead (the caller holds `lock`
+  // on mutex). Both wait at the gate while the world is stopped, so a StoppedWorld's list stays exact.
+  void enter_registry(Tcr* t) TCR_EXCLUDES(mutex);
+  void leave_registry(UniqueLock& lock, Tcr* t) TCR_REQUIRES(mutex);
+  void wait_for_world(UniqueLock& lock) TCR_REQUIRES(mutex);
 
   // The record a ThreadRef names, if it still does (caller holds the registry lock). BadArgument
   // for an empty ref or one from another manager (checked before the record is touched: it may
   // be freed); StaleThread once the record was reaped (and perhaps reused under another id).
-  Result<Tcr*> record_of(ThreadRef ref, const char* op) const;
+  Result<Tcr*> record_of(ThreadRef ref, const char* op) const TCR_REQUIRES(mutex);
   ThreadRef ref_to(Tcr* t) const { return ThreadRef(t, t->m_id, serial); }
 
   // Whether a thread is to be registered with the GC; BadArgument when asked of a manager
@@ -99,7 +101,7 @@ class ManagerCore {
   // Unmaps an adopted thread's separate alternate signal stack, if it holds one.
   static void unmap_alt_stack(Tcr* t);
   // Under the lock: hands a Dead thread to the reaper.
-  void push_zombie_locked(Tcr* t);
+  void push_zombie_locked(Tcr* t) TCR_REQUIRES(mutex);
 
   // The start routine of every spawned thread, and its way of reporting a failed start.
   static void* thread_entry(void* arg);
@@ -125,29 +127,33 @@ class ManagerCore {
   static std::string describe_current_exception();
 
   // Registry and lists (under mutex).
-  std::vector<Tcr*> registry;
-  std::vector<Tcr*> records;    // every Tcr ever allocated; flat in steady state
-  Tcr* free_list = nullptr;
-  std::size_t free_count = 0;
-  Tcr* zombies = nullptr;       // Dead detached threads whose OS thread may still be running
-  std::size_t managed_live = 0; // spawned threads from Reserved until Dead
-  std::size_t detached_live = 0;  // of which detached; reap(true) waits for them
-  std::size_t adopted_live = 0;
-  std::size_t dead_unreaped = 0;
+  std::vector<Tcr*> registry TCR_GUARDED_BY(mutex);
+  std::vector<Tcr*> records TCR_GUARDED_BY(mutex);  // every Tcr ever allocated; flat in steady state
+  Tcr* free_list TCR_GUARDED_BY(mutex) = nullptr;
+  std::size_t free_count TCR_GUARDED_BY(mutex) = 0;
+  // Dead detached threads whose OS thread may still be running.
+  Tcr* zombies TCR_GUARDED_BY(mutex) = nullptr;
+  std::size_t managed_live TCR_GUARDED_BY(mutex) = 0;   // spawned threads from Reserved until Dead
+  std::size_t detached_live TCR_GUARDED_BY(mutex) = 0;  // of which detached; reap(true) waits
+  std::size_t adopted_live TCR_GUARDED_BY(mutex) = 0;
+  std::size_t dead_unreaped TCR_GUARDED_BY(mutex) = 0;
   // Free records holding their last thread's stack. Only reap_record puts a stack back (an
   // abandoned record, and an adopted thread's, give theirs up), so this is exact.
-  std::size_t cached_stacks = 0;
-  std::size_t reapers_busy = 0;   // reap() calls releasing records they took off the zombie list
-  bool shut_down = false;
-  ManagerStats stats;
+  std::size_t cached_stacks TCR_GUARDED_BY(mutex) = 0;
+  // reap() calls releasing records they took off the zombie list.
+  std::size_t reapers_busy TCR_GUARDED_BY(mutex) = 0;
+  bool shut_down TCR_GUARDED_BY(mutex) = false;
+  ManagerStats stats TCR_GUARDED_BY(mutex);
 
   // Stop-the-world (threads/stop_world.cpp).
-  std::mutex stop_mutex;  // held by the initiator from suspend_all to its last resume_all
+  // Held by the initiator from suspend_all to its last resume_all: a lock held across calls,
+  // taken on success only, which the analysis cannot follow, so a plain std::mutex.
+  std::mutex stop_mutex;
   std::atomic<Tcr*> stop_owner{nullptr};
   unsigned stop_depth = 0;           // owner's nesting (owner thread only)
   bool stop_holds_gc_lock = false;   // owner thread only
-  std::uint64_t stop_epoch = 0;      // under mutex
-  bool world_stopped = false;        // under mutex: the registry gate
+  std::uint64_t stop_epoch TCR_GUARDED_BY(mutex) = 0;
+  bool world_stopped TCR_GUARDED_BY(mutex) = false;  // the registry gate
   std::condition_variable world_resumed;
   std::atomic<std::uint32_t> resume_word{0};  // futex word suspended handlers sleep on
   std::vector<StoppedThread> stopped;    // the current stop's list (reserved before signalling)
@@ -158,23 +164,24 @@ class ManagerCore {
   // releases them; the child rebuilds the registry, lists and counts around the forking thread.
   void fork_prepare_stop();
   void fork_release_stop(bool child);
-  void fork_prepare_registry();
-  void fork_parent_registry();
-  void fork_child_registry(detail::ForkLeftovers& left);
+  void fork_prepare_registry() TCR_ACQUIRE(mutex);
+  void fork_parent_registry() TCR_RELEASE(mutex);
+  // Releases the registry lock by making a new one (the child's copy is held by no thread).
+  void fork_child_registry(detail::ForkLeftovers& left) TCR_RELEASE(mutex);
   // Under the lock, at the outermost resume_all in a child forked by the thread holding the
   // stop: the records that the fork forgot, whose stacks the StoppedWorld listed, go free.
-  void release_fork_orphans_locked();
+  void release_fork_orphans_locked() TCR_REQUIRES(mutex);
   ManagerCore* fork_prev = nullptr;  // the live managers, under threads/fork.cpp's list lock
   ManagerCore* fork_next = nullptr;
   bool fork_stop_ours = false;       // prepare to parent/child: the forking thread holds the stop
   bool fork_gc_unlocked = false;     // ... and let Boehm's lock go for Boehm's own fork step
-  Tcr* fork_orphans = nullptr;       // under mutex; linked through m_next
+  Tcr* fork_orphans TCR_GUARDED_BY(mutex) = nullptr;  // linked through m_next
 
  private:
-  void keep_in_child(Tcr* t, detail::ForkLeftovers& left);
-  void forget_in_child(Tcr* t, detail::ForkLeftovers& left);
+  void keep_in_child(Tcr* t, detail::ForkLeftovers& left) TCR_REQUIRES(mutex);
+  void forget_in_child(Tcr* t, detail::ForkLeftovers& left) TCR_REQUIRES(mutex);
   static void forget_mailbox(Tcr* t, detail::ForkLeftovers& left);
-  void free_in_child_locked(Tcr* t);
+  void free_in_child_locked(Tcr* t) TCR_REQUIRES(mutex);
 };
 
 

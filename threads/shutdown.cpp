@@ -101,7 +101,7 @@ void ManagerCore::finish_shutdown(Tcr& t, int cancel_state) {
     if (std::size_t extras = t.m_handle.close_extras(); extras > 0) {
       log::warn("thread #{} '{}' exited holding {} extra pidfd(s); closed", t.m_id, t.m_name,
                 extras);
-      std::lock_guard lock(core.mutex);
+      MutexLock lock(core.mutex);
       core.stats.extra_handles_closed += extras;
     }
     if (core.options.mach_space != nullptr && t.m_mach_port != mach::kPortNull) {
@@ -126,7 +126,7 @@ void ManagerCore::finish_shutdown(Tcr& t, int cancel_state) {
   detail::t_current = nullptr;
   std::shared_ptr<ManagerCore> keep_core;
   {
-    std::unique_lock lock(core.mutex);
+    UniqueLock lock(core.mutex);
     core.leave_registry(lock, &t);
     if (adopted) {
       --core.adopted_live;

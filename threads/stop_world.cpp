@@ -139,7 +139,7 @@ void StopWorldAccess::release_stop_at_exit(Tcr& t) {
   ManagerCore& core = *t.m_core;
   if (core.stop_owner.load(std::memory_order_acquire) != &t) return;
   {
-    std::lock_guard lock(core.mutex);
+    MutexLock lock(core.mutex);
     StopWorldAccess::resume_locked(core, core.stop_epoch, core.stop_holds_gc_lock);
     core.stop_owner.store(nullptr, std::memory_order_release);
     core.stop_depth = 0;
@@ -192,6 +192,7 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
   }
   if (core.stop_owner.load(std::memory_order_acquire) == self) {
     ++core.stop_depth;  // nested: the world is already stopped, by this thread
+    MutexLock lock(core.mutex);  // free while the world is stopped: the gate holds the registry
     return StoppedWorld(core.stopped, core.stop_epoch, core.stop_depth);
   }
   const ManagerSignals signals = detail::manager_signals();
@@ -202,7 +203,7 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
   // this registry lock held would deadlock that stop's holder as soon as it called this manager.
   const bool gc_lock = gc::initialized();
   if (gc_lock) gc::lock_allocator();
-  std::unique_lock lock(core.mutex);
+  UniqueLock lock(core.mutex);
   // Allocate before the first signal: a stopped thread may hold malloc's lock.
   try {
     core.stopped.clear();
@@ -319,7 +320,7 @@ Result<void> ThreadManager::resume_all() {
   }
   if (--core.stop_depth > 0) return {};
   {
-    std::lock_guard lock(core.mutex);
+    MutexLock lock(core.mutex);
     detail::StopWorldAccess::resume_locked(core, core.stop_epoch, core.stop_holds_gc_lock);
     core.stop_owner.store(nullptr, std::memory_order_release);
   }

@@ -196,7 +196,7 @@ void ManagerCore::push_zombie_locked(Tcr* t) {
 }
 
 Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
-  std::unique_lock lock(mutex);
+  UniqueLock lock(mutex);
   if (shut_down) return fail(Step::ManagerShutDown);
   Tcr* t = free_list;
   if (t != nullptr) {
@@ -251,7 +251,7 @@ Result<Tcr*> ManagerCore::acquire_record(bool adopted) {
 Result<Tcr*> ManagerCore::new_record() {
   void** slots = nullptr;
   {
-    std::lock_guard arena(arena_mutex);
+    MutexLock arena(arena_mutex);
     slots = slot_arena.allocate();
   }
   if (slots == nullptr) return fail(Step::TcrAllocate, ENOMEM);
@@ -264,7 +264,7 @@ Result<Tcr*> ManagerCore::new_record() {
     return fail(Step::TcrAllocate, ENOMEM);  // the slot block stays in the arena
   }
   t->m_core = this;
-  std::lock_guard lock(mutex);
+  MutexLock lock(mutex);
   if (records.size() == records.capacity()) {
     try {
       records.reserve(records.size() * 2 + 16);
@@ -295,7 +295,7 @@ void ManagerCore::abandon_record(Tcr* t) {
   t->m_handle.release();
   HandleTable::instance().detach_chain(t->m_handle_chain);
   t->m_fn = nullptr;
-  std::lock_guard lock(mutex);
+  MutexLock lock(mutex);
   free_record_locked(t);
   if (t->m_adopted) {
     --adopted_live;
@@ -308,7 +308,7 @@ void ManagerCore::abandon_record(Tcr* t) {
 void ManagerCore::reap_record(Tcr* t) {
   {
     // Invalidate ThreadRefs first: from here on join/detach/signal answer StaleThread.
-    std::lock_guard lock(mutex);
+    MutexLock lock(mutex);
     t->m_id = 0;
     --dead_unreaped;
   }
@@ -320,7 +320,7 @@ void ManagerCore::reap_record(Tcr* t) {
   // thread unclosed, as the test of that leak wants, but not linked to a record that is reused.
   HandleTable::instance().detach_chain(t->m_handle_chain);
   t->m_exception = nullptr;
-  std::unique_lock lock(mutex);
+  UniqueLock lock(mutex);
   // The stack stays on the record for the next spawn while the cache has room: its pages are
   // already faulted in, and spawn skips mmap, mprotect and (here) munmap. Bounded by
   // ManagerOptions::cached_stacks, so mappings stay flat however many threads come and go.
@@ -393,12 +393,12 @@ bool ManagerCore::try_join_os_thread(Tcr* t) {
   return !os_thread_alive(t);  // no waiting: the caller holds the registry lock
 }
 
-void ManagerCore::wait_for_world(std::unique_lock<std::mutex>& lock) {
-  world_resumed.wait(lock, [&] { return !world_stopped; });
+void ManagerCore::wait_for_world(UniqueLock& lock) {
+  lock.wait(world_resumed, [&]() TCR_REQUIRES(mutex) { return !world_stopped; });
 }
 
 void ManagerCore::enter_registry(Tcr* t) {
-  std::unique_lock lock(mutex);
+  UniqueLock lock(mutex);
   // A thread that starts while the world is stopped waits here, before it runs any user code.
   wait_for_world(lock);
   detail::StopWorldAccess::reset(*t);
@@ -409,7 +409,7 @@ void ManagerCore::enter_registry(Tcr* t) {
   t->m_state.store(TcrState::Running, std::memory_order_release);
 }
 
-void ManagerCore::leave_registry(std::unique_lock<std::mutex>& lock, Tcr* t) {
+void ManagerCore::leave_registry(UniqueLock& lock, Tcr* t) {
   wait_for_world(lock);
   // Swap-remove: O(1), so exits cost the same with ten threads or ten thousand.
   const std::size_t i = t->m_registry_index;
@@ -574,7 +574,7 @@ ThreadManager::~ThreadManager() {
   // Join what was never joined, so no OS thread or stack outlives the manager.
   std::vector<Tcr*> unjoined;
   {
-    std::lock_guard lock(m_core->mutex);
+    MutexLock lock(m_core->mutex);
     for (Tcr* t : m_core->records) {
       if (t->state() == TcrState::Dead && !t->m_adopted && !t->m_detached && !t->m_joining) {
         t->m_joining = true;
@@ -619,7 +619,7 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   }
   t->m_fn = std::move(fn);
   if (options.detached) {
-    std::lock_guard lock(core.mutex);
+    MutexLock lock(core.mutex);
     t->m_detached = true;
     ++core.detached_live;
   }
@@ -693,7 +693,7 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
     return std::unexpected(std::move(error));
   }
   {
-    std::lock_guard lock(core.mutex);
+    MutexLock lock(core.mutex);
     ++core.stats.spawned;
   }
   return ThreadRef(t, id, core.serial);
@@ -718,7 +718,7 @@ Result<void*> ThreadManager::join(ThreadRef ref) {
   ManagerCore& core = *m_core;
   Tcr* t = nullptr;
   {
-    std::lock_guard lock(core.mutex);
+    MutexLock lock(core.mutex);
     Result<Tcr*> found = core.record_of(ref, "join");
     if (!found) return std::unexpected(found.error());
     t = *found;
@@ -764,7 +764,7 @@ Result<void*> ThreadManager::join(ThreadRef ref) {
 
 Result<void> ThreadManager::detach(ThreadRef ref) {
   ManagerCore& core = *m_core;
-  std::lock_guard lock(core.mutex);
+  MutexLock lock(core.mutex);
   Result<Tcr*> found = core.record_of(ref, "detach");
   if (!found) return std::unexpected(found.error());
   Tcr* t = *found;
@@ -782,7 +782,7 @@ Result<void> ThreadManager::detach(ThreadRef ref) {
 
 Result<void> ThreadManager::signal(ThreadRef ref, int sig) {
   ManagerCore& core = *m_core;
-  std::lock_guard lock(core.mutex);
+  MutexLock lock(core.mutex);
   Result<Tcr*> found = core.record_of(ref, "signal");
   if (!found) return std::unexpected(found.error());
   Tcr* t = *found;
@@ -867,7 +867,7 @@ Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOpt
   core.enter_registry(t);
   detail::t_current = t;
   {
-    std::lock_guard lock(core.mutex);
+    MutexLock lock(core.mutex);
     ++core.stats.adopted;
   }
   log::debug("thread #{} '{}' adopted, tid {}", t->m_id, t->m_name, t->m_tid);
@@ -894,13 +894,13 @@ Result<ThreadRef> ThreadManager::current_ref() const {
     return fail(Step::BadArgument, 0,
                 "current_ref: the calling thread was neither spawned nor adopted by this manager");
   }
-  std::lock_guard lock(m_core->mutex);
+  MutexLock lock(m_core->mutex);
   return m_core->ref_to(t);
 }
 
 Result<std::vector<ThreadInfo>> ThreadManager::snapshot() const {
   std::vector<ThreadInfo> out;
-  std::lock_guard lock(m_core->mutex);
+  MutexLock lock(m_core->mutex);
   try {
     out.reserve(m_core->registry.size());
     for (const Tcr* t : m_core->registry) {
@@ -914,7 +914,7 @@ Result<std::vector<ThreadInfo>> ThreadManager::snapshot() const {
 }
 
 void ThreadManager::for_each(const std::function<void(const Tcr&)>& fn) const {
-  std::lock_guard lock(m_core->mutex);
+  MutexLock lock(m_core->mutex);
   for (const Tcr* t : m_core->registry) fn(*t);
 }
 
@@ -934,8 +934,10 @@ Result<std::size_t> ThreadManager::reap(bool wait) {
   for (;;) {
     Tcr* done = nullptr;
     {
-      std::unique_lock lock(core.mutex);
-      if (wait_for_running) core.all_exited.wait(lock, [&] { return core.detached_live == 0; });
+      UniqueLock lock(core.mutex);
+      if (wait_for_running) lock.wait(core.all_exited, [&]() TCR_REQUIRES(core.mutex) {
+        return core.detached_live == 0;
+      });
       // Take only what this call will release. Not waiting: the zombies whose OS thread has
       // ended (a try-join, under the lock, so a concurrent reap(true) never finds the list
       // empty while records are in flight elsewhere). Waiting: all of them; each is past step 6
@@ -960,12 +962,12 @@ Result<std::size_t> ThreadManager::reap(bool wait) {
       core.reap_record(t);
       ++reaped;
     }
-    std::unique_lock lock(core.mutex);
+    UniqueLock lock(core.mutex);
     --core.reapers_busy;
     core.all_exited.notify_all();
     if (!wait) return reaped;
     // Afterwards no reaped thread may still hold its stack or handle in another reaper's hands.
-    core.all_exited.wait(lock, [&] { return core.reapers_busy == 0; });
+    lock.wait(core.all_exited, [&]() TCR_REQUIRES(core.mutex) { return core.reapers_busy == 0; });
     if (core.zombies == nullptr) return reaped;
   }
 }
@@ -984,9 +986,9 @@ Result<void> ThreadManager::shutdown() {
   }
   std::size_t adopted;
   {
-    std::unique_lock lock(core.mutex);
+    UniqueLock lock(core.mutex);
     core.shut_down = true;
-    core.all_exited.wait(lock, [&] { return core.managed_live == 0; });
+    lock.wait(core.all_exited, [&]() TCR_REQUIRES(core.mutex) { return core.managed_live == 0; });
     adopted = core.adopted_live;
   }
   (void)reap(true);  // cannot fail: the caller holds no stop (checked above)
@@ -1001,7 +1003,7 @@ Result<void> ThreadManager::shutdown() {
 std::size_t ThreadManager::trim() {
   ManagerCore& core = *m_core;
   // Under the lock: a spawner must not take a record whose stack is being unmapped.
-  std::lock_guard lock(core.mutex);
+  MutexLock lock(core.mutex);
   std::size_t released = 0;
   for (Tcr* t = core.free_list; t != nullptr; t = t->m_next) {
     if (t->m_stack_map == nullptr) continue;
@@ -1017,7 +1019,7 @@ HandleMode ThreadManager::handle_mode() const { return m_core->mode; }
 ManagerSignals ThreadManager::signals() { return detail::manager_signals(); }
 
 ManagerStats ThreadManager::stats() const {
-  std::lock_guard lock(m_core->mutex);
+  MutexLock lock(m_core->mutex);
   ManagerStats s = m_core->stats;
   s.live = m_core->registry.size();
   s.dead_unreaped = m_core->dead_unreaped;

@@ -130,7 +130,7 @@ class SpawnBench {
       if (!thread) return std::unexpected(thread.error());
       m_done.acquire();
     }
-    m_manager.reap(true);
+    m_manager.reap(ThreadManager::Reap::WaitForRunning);
     return {};
   }
 

@@ -18,7 +18,7 @@
 #include "runtime/fork.h"
 #include "runtime/log.h"
 #include "runtime/os.h"
-#include "threads/tid_index.h"
+#include "threads/thread_extensions.h"
 
 namespace tcr {
 namespace {
@@ -57,9 +57,12 @@ bool attribute(const detail::FaultMessage& m, int delta) {
     detail::ExceptionsAccess::count_trap(*m.tcr, delta);
     return true;
   }
-  return m.tid != 0 && detail::with_tcr_of_tid(m.tid, [delta](Tcr& t) {
-           detail::ExceptionsAccess::count_trap(t, delta);
-         });
+  return m.tid != 0 && with_thread_of_tid(
+                           m.tid,
+                           [](Tcr& t, void* d) {
+                             detail::ExceptionsAccess::count_trap(t, *static_cast<int*>(d));
+                           },
+                           &delta);
 }
 
 void handle(detail::ListenerBackend& backend, const detail::FaultMessage& m) {

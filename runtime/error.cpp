@@ -10,6 +10,9 @@ std::string_view to_string(Step step) {
     case Step::PthreadJoin: return "pthread_join";
     case Step::StackMmap: return "mmap (thread stack)";
     case Step::StackGuardMprotect: return "mprotect (stack guard page)";
+    case Step::AltStackMmap: return "mmap (alternate signal stack)";
+    case Step::AltStackGuardMprotect: return "mprotect (alternate signal stack guard page)";
+    case Step::TidIndexMmap: return "mmap (tid index)";
     case Step::PidfdOpen: return "pidfd_open";
     case Step::PidfdSendSignal: return "pidfd_send_signal";
     case Step::PidfdPoll: return "poll (pidfd)";

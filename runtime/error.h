@@ -18,6 +18,9 @@ enum class Step : std::uint8_t {
   PthreadJoin,
   StackMmap,
   StackGuardMprotect,
+  AltStackMmap,           // an adopted thread's alternate signal stack
+  AltStackGuardMprotect,  // ... and the guard page below it
+  TidIndexMmap,           // the process's tid -> Tcr index (threads/tid_index.h)
   PidfdOpen,
   PidfdSendSignal,
   PidfdPoll,

@@ -68,13 +68,11 @@ class ScopedFault {
 
 Result<pthread_t> pthread_create(const pthread_attr_t* attr, void* (*start)(void*), void* arg);
 // A private anonymous mapping; `stack` adds MAP_STACK (no huge pages for thread stacks). `step`
-// names what the memory was for in an Error.
-Result<void*> mmap_anonymous(std::size_t length, int prot, bool stack = false,
-                             Step step = Step::StackMmap);
+// names what the memory was for in an Error: the caller's to say, runtime/ knows no uses.
+Result<void*> mmap_anonymous(std::size_t length, int prot, bool stack, Step step);
 void munmap(void* addr, std::size_t length);
 // `step` names what the protection was for in an Error (a thread's guard page, a region's pages).
-Result<void> mprotect(void* addr, std::size_t length, int prot,
-                      Step step = Step::StackGuardMprotect);
+Result<void> mprotect(void* addr, std::size_t length, int prot, Step step);
 
 // A pidfd naming one thread (flags: PIDFD_THREAD) or process. Linux only.
 Result<int> pidfd_open(pid_t tid, unsigned flags);

@@ -10,7 +10,7 @@
 #include <atomic>
 #include <vector>
 
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
@@ -59,7 +59,7 @@ constexpr int kLength = 2000;
 constexpr int kWorkers = 6;
 
 TEST(Boehm, ListsOnStacksInTcrSlotsAndInResultsSurviveCollectionsFromAnotherThread) {
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   std::atomic<bool> stop{false};
   std::atomic<long> collections{0};
   Result<ThreadRef> collector = m->spawn("collector", [&](Tcr&) {
@@ -97,9 +97,9 @@ TEST(Boehm, ListsOnStacksInTcrSlotsAndInResultsSurviveCollectionsFromAnotherThre
   }
   // Let the workers finish (Dead, not joined), then collect some more: their stacks are gone and
   // their result slots are all that holds the returned lists.
-  ASSERT_TRUE(testing::eventually([&] { return m->stats().live == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return m->stats().live == 1; }));
   const long seen = collections.load();
-  ASSERT_TRUE(testing::eventually([&] { return collections.load() >= seen + 3; }));
+  ASSERT_TRUE(test::eventually([&] { return collections.load() >= seen + 3; }));
   stop = true;
   ASSERT_TRUE(m->join(*collector));
   EXPECT_EQ(intact.load(), kWorkers);
@@ -114,7 +114,7 @@ TEST(Boehm, ListsOnStacksInTcrSlotsAndInResultsSurviveCollectionsFromAnotherThre
 }
 
 TEST(Boehm, AThreadNotRegisteredWithTheGcLosesItsStackList) {
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   constexpr std::uintptr_t kOwner = 300;
   // Boehm allows no allocation on an unregistered thread, so a registered one builds the list,
   // hands over its head disguised (the GC cannot see it in the atomic), and exits.
@@ -138,7 +138,7 @@ TEST(Boehm, AThreadNotRegisteredWithTheGcLosesItsStackList) {
     return nullptr;  // never touches the list again: it may be gone
   }, unregistered);
   ASSERT_TRUE(t);
-  ASSERT_TRUE(testing::eventually([&] { return holding.load(); }));
+  ASSERT_TRUE(test::eventually([&] { return holding.load(); }));
   for (int i = 0; i < 5; ++i) {
     GC_gcollect();
     GC_invoke_finalizers();

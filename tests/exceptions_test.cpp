@@ -23,7 +23,7 @@
 #include "exceptions/listener.h"
 #include "exceptions/protected_region.h"
 #include "runtime/os.h"
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
@@ -48,7 +48,7 @@ std::unique_ptr<ProtectedRegion> region_in(TrapMode mode, char* base, std::size_
 
 // ---- stack guard --------------------------------------------------------------------------------
 
-using testing::recurse;
+using test::recurse;
 
 // TSan's runtime takes ~900 KiB of a thread's stack for itself (pthread_create refuses less).
 #if defined(__SANITIZE_THREAD__)
@@ -59,7 +59,7 @@ constexpr std::size_t kSmallStack = std::size_t{256} << 10;
 
 TEST(StackGuard, OverflowBecomesAnErrorOnJoinAndTheNextSpawnWorks) {
   ASSERT_TRUE(install_fault_handlers());
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   SpawnOptions small;
   small.stack_size = kSmallStack;
   for (int i = 0; i < 5; ++i) {  // the cached stack comes back each time, guard intact
@@ -84,12 +84,12 @@ TEST(StackGuard, OverflowBecomesAnErrorOnJoinAndTheNextSpawnWorks) {
   ASSERT_TRUE(m->spawn("deep-detached", [](Tcr&) -> void* {
     return reinterpret_cast<void*>(recurse(0));
   }, small));
-  EXPECT_TRUE(testing::eventually([&] { m->reap(); return m->stats().live == 0; }));
+  EXPECT_TRUE(test::eventually([&] { m->reap(); return m->stats().live == 0; }));
 }
 
 TEST(StackGuard, OverflowInsideABlockingScopeLeavesTheScope) {
   ASSERT_TRUE(install_fault_handlers());
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   Result<ThreadRef> deep = m->spawn("deep-blocking", [](Tcr&) -> void* {
     BlockingScope scope;
     return reinterpret_cast<void*>(recurse(0));
@@ -107,7 +107,7 @@ TEST(StackGuard, OverflowInsideABlockingScopeLeavesTheScope) {
 // ---- alternate stacks ---------------------------------------------------------------------------
 
 TEST(AltStack, EachThreadRunsOnItsOwnAndGivesItBackAtExit) {
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   Result<ThreadRef> t = m->spawn("alt", [](Tcr& self) -> void* {
     stack_t now{};
     sigaltstack(nullptr, &now);
@@ -140,9 +140,9 @@ TEST(AltStack, EachThreadRunsOnItsOwnAndGivesItBackAtExit) {
 }
 
 TEST(AltStack, NothingLeaksAfterManyThreads) {
-  const int kThreads = testing::lifetimes(100000);
-  testing::Watchdog watchdog("AltStack.NothingLeaksAfterManyThreads", std::chrono::seconds(240));
-  auto m = testing::make_manager();
+  const int kThreads = test::lifetimes(100000);
+  test::Watchdog watchdog("AltStack.NothingLeaksAfterManyThreads", std::chrono::seconds(240));
+  auto m = test::make_manager();
   auto churn = [&](int n) {
     for (int i = 0; i < n; ++i) {
       Result<ThreadRef> t = m->spawn("churn", [](Tcr& self) -> void* { return self.alt_stack(); });
@@ -156,7 +156,7 @@ TEST(AltStack, NothingLeaksAfterManyThreads) {
   const ResourceCounts before = ledger.snapshot();
   churn(kThreads);
   RecordProperty("threads", kThreads);
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
 }
 
 // ---- chaining (each in a fresh process: the handlers are per process) ---------------------------
@@ -289,7 +289,7 @@ TEST_F(Chaining, AFaultThatArrivesAfterItsRegionIsGoneIsRetriedNotPassedOn) {
 TEST_F(Chaining, BoehmIncrementalCollectsWhileOurRegionsTrap) {
   EXPECT_EXIT(
       {
-        auto m = testing::make_manager();
+        auto m = test::make_manager();
         GC_enable_incremental();
         char* mem = map_pages(64);
         auto region = region_in(TrapMode::Signal, mem, 64);
@@ -358,7 +358,7 @@ struct BlockedWriters {
 };
 
 TEST(ListenerBlocked, DestroyingTheRegionLetsBlockedWritersGo) {
-  testing::Watchdog watchdog("ListenerBlocked.DestroyingTheRegion", std::chrono::seconds(60));
+  test::Watchdog watchdog("ListenerBlocked.DestroyingTheRegion", std::chrono::seconds(60));
   char* mem = map_pages(8);
   auto region = region_in(TrapMode::Listener, mem, 8, /*fall_back=*/true);
   ASSERT_TRUE(region);
@@ -366,7 +366,7 @@ TEST(ListenerBlocked, DestroyingTheRegionLetsBlockedWritersGo) {
   ASSERT_TRUE(region->protect());
   ExceptionListener::instance().set_paused(true);  // messages stay unread: writers block
   BlockedWriters writers(mem, 4);
-  ASSERT_TRUE(testing::eventually([&] { return writers.started.load() == 4; }));
+  ASSERT_TRUE(test::eventually([&] { return writers.started.load() == 4; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(writers.finished.load(), 0);  // nobody resolves while paused
   region.reset();  // their messages are in flight: unprotecting and unregistering let them go
@@ -378,7 +378,7 @@ TEST(ListenerBlocked, DestroyingTheRegionLetsBlockedWritersGo) {
 }
 
 TEST(ListenerBlocked, StoppingTheListenerWakesEveryBlockedThreadAndLosesNoWrite) {
-  testing::Watchdog watchdog("ListenerBlocked.Stopping", std::chrono::seconds(60));
+  test::Watchdog watchdog("ListenerBlocked.Stopping", std::chrono::seconds(60));
   char* mem = map_pages(8);
   auto region = region_in(TrapMode::Listener, mem, 8, /*fall_back=*/true);
   ASSERT_TRUE(region);
@@ -387,7 +387,7 @@ TEST(ListenerBlocked, StoppingTheListenerWakesEveryBlockedThreadAndLosesNoWrite)
   EXPECT_TRUE(ExceptionListener::instance().running());
   ExceptionListener::instance().set_paused(true);
   BlockedWriters writers(mem, 6);
-  ASSERT_TRUE(testing::eventually([&] { return writers.started.load() == 6; }));
+  ASSERT_TRUE(test::eventually([&] { return writers.started.load() == 6; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_EQ(writers.finished.load(), 0);
   ExceptionListener::instance().stop();
@@ -411,7 +411,7 @@ TEST(ListenerBlocked, StoppingTheListenerWakesEveryBlockedThreadAndLosesNoWrite)
 // and Boehm collections while it waits finish (were it registered with the GC, a stop-the-world
 // would signal it, and, every signal blocked, wait for it forever).
 TEST(ListenerBlocked, TheListenerThreadBlocksEverySignalAndStaysOutOfTheGc) {
-  testing::Watchdog watchdog("ListenerBlocked.BlocksEverySignal", std::chrono::seconds(60));
+  test::Watchdog watchdog("ListenerBlocked.BlocksEverySignal", std::chrono::seconds(60));
   char* mem = map_pages(8);
   auto region = region_in(TrapMode::Listener, mem, 8, /*fall_back=*/true);
   ASSERT_TRUE(region);
@@ -435,7 +435,7 @@ TEST(ListenerBlocked, TheListenerThreadBlocksEverySignalAndStaysOutOfTheGc) {
     }
     return listeners > 0;
   };
-  ASSERT_TRUE(testing::eventually(find_listener));
+  ASSERT_TRUE(test::eventually(find_listener));
   ASSERT_EQ(listeners, 1);
   const unsigned long long mask = std::stoull(blocked, nullptr, 16);
   for (int sig = 1; sig <= SIGRTMAX; ++sig) {
@@ -456,7 +456,7 @@ TEST(ListenerBlocked, TheListenerThreadBlocksEverySignalAndStaysOutOfTheGc) {
 // ---- every OS call of the layer, made to fail ---------------------------------------------------
 
 TEST(ExceptionsFaults, SigaltstackFailureFailsTheSpawnAndLeaksNothing) {
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   ASSERT_TRUE(m->join(*m->spawn("warm", [](Tcr&) -> void* { return nullptr; })));
   m->trim();
   std::thread([] {}).join();  // glibc keeps a joined thread's stack cached: warm that up too
@@ -478,11 +478,11 @@ TEST(ExceptionsFaults, SigaltstackFailureFailsTheSpawnAndLeaksNothing) {
   m->trim();
   ASSERT_TRUE(m->join(*m->spawn("after", [](Tcr&) -> void* { return nullptr; })));
   m->trim();
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
 }
 
 TEST(ExceptionsFaults, AnAdoptedThreadsAlternateStackMapFailingLeaksNothing) {
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   std::thread([] {}).join();
   const ResourceLedger ledger;
   const ResourceCounts before = ledger.snapshot();
@@ -492,11 +492,11 @@ TEST(ExceptionsFaults, AnAdoptedThreadsAlternateStackMapFailingLeaksNothing) {
       Result<Tcr*> adopted = m->adopt_current_thread("no-alt-map");
       ASSERT_FALSE(adopted);
       EXPECT_EQ(adopted.error().step,
-                call == os::Call::Mmap ? Step::StackMmap : Step::StackGuardMprotect);
+                call == os::Call::Mmap ? Step::AltStackMmap : Step::AltStackGuardMprotect);
     });
     foreign.join();
   }
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
 }
 
 // The tid index is mapped at the process's first ThreadManager::create: in a fresh process, a
@@ -508,7 +508,7 @@ TEST(ExceptionsFaults, AFailedTidIndexLeavesListenerFaultsUnattributed) {
         std::unique_ptr<ThreadManager> m;
         {
           os::ScopedFault fault(os::Call::Mmap, 1, ENOMEM);
-          m = testing::make_manager();
+          m = test::make_manager();
         }
         if (!m) std::_Exit(10);
         char* mem = map_pages(4);
@@ -546,7 +546,7 @@ TEST(ExceptionsFaults, RefusedUserfaultfdFallsBackToSignalOrFailsWhenStrict) {
     mem[page()] = 1;
     EXPECT_EQ(*lenient->collect_dirty(), std::vector<std::size_t>{1});
   }
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
 }
 
 TEST(ExceptionsFaults, EpermOnTheFullUserfaultfdRetriesUserModeOnly) {
@@ -586,7 +586,7 @@ TEST(ExceptionsFaults, EachUserfaultfdStepThatFailsIsNamedAndLeaksNothing) {
     EXPECT_NE(r.error().message().find(std::string(to_string(c.step))), std::string::npos)
         << r.error().message();
   }
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
   // Opened for good now; the register step of a region fails on its own.
   for (TrapMode mode : {TrapMode::Listener, TrapMode::Async}) {
     auto warm = region_in(mode, mem, 4);
@@ -602,7 +602,7 @@ TEST(ExceptionsFaults, EachUserfaultfdStepThatFailsIsNamedAndLeaksNothing) {
     auto again = region_in(mode, mem, 4);  // the failed one left no table entry behind
     ASSERT_TRUE(again);
     again.reset();  // registered, the range is a mapping of its own (its flags differ)
-    testing::expect_no_leak(opened, ledger.snapshot());
+    test::expect_no_leak(opened, ledger.snapshot());
   }
 }
 

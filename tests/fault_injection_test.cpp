@@ -13,7 +13,7 @@
 #include "runtime/kernel_handle.h"
 
 #include "runtime/os.h"
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
@@ -29,7 +29,7 @@ class SpawnFault : public ::testing::TestWithParam<Fault> {};
 
 TEST_P(SpawnFault, NamesTheStepLeaksNothingAndTheManagerRecovers) {
   const Fault f = GetParam();
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   ASSERT_NE(m, nullptr);
   // Warm up so the baseline holds the steady state (GC heap, first arena).
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(m->join(*m->spawn("warm", [](Tcr&) { return nullptr; })));
@@ -51,16 +51,16 @@ TEST_P(SpawnFault, NamesTheStepLeaksNothingAndTheManagerRecovers) {
         << t.error().message();
     EXPECT_FALSE(ran);
   }
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
   const ManagerStats s = m->stats();
   EXPECT_EQ(s.cached_stacks, 0u);  // the failed spawn's stack was unmapped, not cached
   EXPECT_EQ(s.live, 0u);
   EXPECT_EQ(s.spawned, stats_before.spawned);
   EXPECT_EQ(s.free_records, s.records);  // the record went back to the free list
   // Usable afterwards.
-  Result<ThreadRef> t = m->spawn("after", [](Tcr&) { return testing::as_ptr(3); });
+  Result<ThreadRef> t = m->spawn("after", [](Tcr&) { return test::as_ptr(3); });
   ASSERT_TRUE(t) << t.error().message();
-  EXPECT_EQ(testing::as_int(*m->join(*t)), 3u);
+  EXPECT_EQ(test::as_int(*m->join(*t)), 3u);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -82,7 +82,7 @@ bool same_alt_stack(const stack_t& a, const stack_t& b) {
 
 TEST_P(AdoptFault, NamesTheStepLeaksNothingAndTheThreadCanRetry) {
   const Fault f = GetParam();
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   const ResourceLedger ledger;
   std::thread foreign([&] {
     std::vector<char> own(64 * 1024);
@@ -100,12 +100,12 @@ TEST_P(AdoptFault, NamesTheStepLeaksNothingAndTheThreadCanRetry) {
       EXPECT_EQ(t.error().step, f.step) << t.error().message();
       EXPECT_EQ(t.error().code, f.err);
     }
-    EXPECT_EQ(ThreadManager::current(), nullptr);
+    EXPECT_EQ(Tcr::current(), nullptr);
     stack_t after_alt{};
     ASSERT_EQ(::sigaltstack(nullptr, &after_alt), 0);
     EXPECT_TRUE(same_alt_stack(before_alt, after_alt))
         << "the failed adoption left the alternate stack at " << after_alt.ss_sp;
-    testing::expect_no_leak(before, ledger.snapshot());
+    test::expect_no_leak(before, ledger.snapshot());
     Result<Tcr*> retry = m->adopt_current_thread("callback");
     ASSERT_TRUE(retry) << retry.error().message();
     ASSERT_TRUE(m->release_current_thread());
@@ -123,14 +123,14 @@ TEST_P(AdoptFault, NamesTheStepLeaksNothingAndTheThreadCanRetry) {
 INSTANTIATE_TEST_SUITE_P(
     EveryAcquisition, AdoptFault,
     ::testing::Values(Fault{os::Call::PidfdOpen, EMFILE, Step::PidfdOpen, "PidfdOpen"},
-                      Fault{os::Call::Mmap, ENOMEM, Step::StackMmap, "AltStackMmap"},
-                      Fault{os::Call::Mprotect, ENOMEM, Step::StackGuardMprotect, "AltGuardPage"},
+                      Fault{os::Call::Mmap, ENOMEM, Step::AltStackMmap, "AltStackMmap"},
+                      Fault{os::Call::Mprotect, ENOMEM, Step::AltStackGuardMprotect, "AltGuardPage"},
                       Fault{os::Call::Sigaltstack, ENOMEM, Step::Sigaltstack, "Sigaltstack"},
                       Fault{os::Call::GcRegister, ENOMEM, Step::GcRegister, "GcRegister"}),
     [](const ::testing::TestParamInfo<Fault>& p) { return p.param.name; });
 
 TEST(SpawnFaultUnderLoad, EveryTenthSpawnFailsAndNothingLeaks) {
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(m->join(*m->spawn("warm", [](Tcr&) { return nullptr; })));
   m->trim();
   const ResourceLedger ledger;
@@ -153,7 +153,7 @@ TEST(SpawnFaultUnderLoad, EveryTenthSpawnFailsAndNothingLeaks) {
   os::clear_faults();
   EXPECT_EQ(failures, 100);
   m->trim();
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
 }
 
 TEST(FaultPlan, FailsExactlyTheNthCallAndTheOnesAfterIt) {
@@ -180,11 +180,11 @@ class SignalFault : public ::testing::TestWithParam<HandleModeChoice> {};
 TEST_P(SignalFault, NamesTheStepAndLeavesTheThreadAlone) {
   ManagerOptions options;
   options.handle_mode = GetParam();
-  auto m = testing::make_manager(std::move(options));
+  auto m = test::make_manager(std::move(options));
   std::atomic<bool> stop{false};
   Result<ThreadRef> t = m->spawn("target", [&](Tcr&) {
     while (!stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    return testing::as_ptr(9);
+    return test::as_ptr(9);
   });
   ASSERT_TRUE(t);
   const bool pidfd = m->handle_mode() == HandleMode::Pidfd;
@@ -200,7 +200,7 @@ TEST_P(SignalFault, NamesTheStepAndLeavesTheThreadAlone) {
   stop = true;
   Result<void*> v = m->join(*t);
   ASSERT_TRUE(v);
-  EXPECT_EQ(testing::as_int(*v), 9u);
+  EXPECT_EQ(test::as_int(*v), 9u);
 }
 
 INSTANTIATE_TEST_SUITE_P(HandleModes, SignalFault,

@@ -37,10 +37,10 @@ namespace tcr {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::Adopted;
-using testing::make_manager;
-using testing::spawn_spinner;
-using testing::Watchdog;
+using test::Adopted;
+using test::make_manager;
+using test::spawn_spinner;
+using test::Watchdog;
 
 // ---- running a child --------------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ TEST_P(ForkHandleModes, TheChildKeepsOnlyTheForkingThreadWithAHandleOfItsOwn) {
   ASSERT_TRUE(detached.valid());
   Result<ThreadRef> finished = m->spawn("finished", [](Tcr&) -> void* { return nullptr; });
   ASSERT_TRUE(finished.has_value());
-  ASSERT_TRUE(testing::eventually([&] { return m->stats().dead_unreaped == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return m->stats().dead_unreaped == 1; }));
   Result<ThreadRef> me = m->current_ref();
   ASSERT_TRUE(me.has_value());
   const ResourceCounts parent = ResourceLedger().snapshot();
@@ -248,14 +248,14 @@ TEST_P(ForkHandleModes, TheChildKeepsOnlyTheForkingThreadWithAHandleOfItsOwn) {
     const std::vector<ThreadInfo> live = m->snapshot().value();
     c.check(live.size() == 1 && live[0].id == me->id(),
             "the child's registry lists " + std::to_string(live.size()) + " threads");
-    c.check(ThreadManager::current()->tid() == ::getpid() &&
-                ThreadManager::current()->handle().tid() == ::getpid(),
+    c.check(Tcr::current()->tid() == ::getpid() &&
+                Tcr::current()->handle().tid() == ::getpid(),
             "the survivor's tid and handle are the child's thread's");
     const ManagerStats stats = m->stats();
     c.check(stats.live == 1 && stats.dead_unreaped == 0, "live 1, nothing dead to reap");
     const ResourceCounts inherited = ResourceLedger().snapshot();
     if (m->handle_mode() == HandleMode::Pidfd) {
-      c.check(pidfd_target(ThreadManager::current()->handle().fd()) == ::getpid(),
+      c.check(pidfd_target(Tcr::current()->handle().fd()) == ::getpid(),
               "the survivor's pidfd names the child's thread");
       c.check(inherited.pidfds == 1, "pidfds in the child: " + std::to_string(inherited.pidfds));
     }
@@ -279,7 +279,7 @@ TEST_P(ForkHandleModes, TheChildKeepsOnlyTheForkingThreadWithAHandleOfItsOwn) {
     // The inherited manager works, and leaves the counts as it found them.
     spawn_and_join(c, *m, "the inherited manager");
     stop_and_resume(c, *m, "the inherited manager");
-    c.check(m->reap(true).has_value(), "reap(wait) waits for nothing of the parent's");
+    c.check(m->reap(ThreadManager::Reap::WaitForRunning).has_value(), "reap(wait) waits for nothing of the parent's");
     const ResourceCounts after = ResourceLedger().snapshot();
     c.check(after.fds == inherited.fds && after.pidfds == inherited.pidfds,
             "fds after spawning in the child: " + std::to_string(after.fds) + ", were " +
@@ -298,7 +298,7 @@ TEST_P(ForkHandleModes, TheChildKeepsOnlyTheForkingThreadWithAHandleOfItsOwn) {
   for (int i = 0; i < 4; ++i) gate.post();
   for (const ThreadRef& t : gated) EXPECT_TRUE(m->join(t).has_value());
   EXPECT_TRUE(m->join(*finished).has_value());
-  EXPECT_TRUE(m->reap(true).has_value());
+  EXPECT_TRUE(m->reap(ThreadManager::Reap::WaitForRunning).has_value());
 }
 
 INSTANTIATE_TEST_SUITE_P(, ForkHandleModes,
@@ -361,7 +361,7 @@ TEST(Fork, WaitsForAStopHeldByAnotherThreadToEnd) {
     return nullptr;
   });
   ASSERT_TRUE(stopper.has_value());
-  ASSERT_TRUE(testing::eventually([&] { return stopped.load(); }));
+  ASSERT_TRUE(test::eventually([&] { return stopped.load(); }));
   // The main thread is no thread of m's: the stop does not hold it.
   expect_passed(run_child([&](Child& c) {
     c.check(resuming.load(), "the fork completed while the world was still stopped");
@@ -475,9 +475,9 @@ TEST(Fork, ThreadsMidSpawnMidExitAndMidJoinAreNotWaitedFor) {
       EXPECT_TRUE(m->join(*r).has_value());
     }
   });
-  ASSERT_TRUE(testing::eventually([&] { return g_held_starts.load() == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return g_held_starts.load() == 1; }));
   g_hold_starts = false;
-  ASSERT_TRUE(testing::eventually([&] {
+  ASSERT_TRUE(test::eventually([&] {
     const std::vector<ThreadInfo> live = m->snapshot().value();
     for (const ThreadInfo& t : live) {
       if (t.name == "exiting" && t.state == TcrState::Exiting) return true;
@@ -487,7 +487,7 @@ TEST(Fork, ThreadsMidSpawnMidExitAndMidJoinAreNotWaitedFor) {
 
   expect_passed(run_child([&](Child& c) {
     c.check(m->snapshot().value().size() == 1, "only the forker is left");
-    c.check(m->reap(true).has_value(), "reap(wait)");
+    c.check(m->reap(ThreadManager::Reap::WaitForRunning).has_value(), "reap(wait)");
     spawn_and_join(c, *m, "the inherited manager");
     stop_and_resume(c, *m, "the inherited manager");
     c.check(m->shutdown(), "shutdown waits for none of them");
@@ -524,7 +524,7 @@ TEST(Fork, InterruptsInFlightSettleUndeliveredInTheChild) {
     }
   });
   ASSERT_TRUE(running.has_value());
-  ASSERT_TRUE(testing::eventually([&] { return in_closure.load(); }));
+  ASSERT_TRUE(test::eventually([&] { return in_closure.load(); }));
   Result<InterruptTicket> queued = m->interrupt(*spinner, [](Tcr&) {});
   ASSERT_TRUE(queued.has_value());
   // One for the forking thread itself, queued and not yet run.
@@ -581,7 +581,7 @@ TEST(ForkGc, ChildrenCollectWhileTheParentAllocates) {
   for (int i = 0; i < 50; ++i) {
     ChildEnd end = run_child([&](Child& c) {
       void** kept = static_cast<void**>(GC_MALLOC(sizeof(void*) * 4));
-      ThreadManager::current()->slot(1) = kept;
+      Tcr::current()->slot(1) = kept;
       for (int k = 0; k < 1000; ++k) (void)GC_MALLOC(128);
       GC_gcollect();
       kept[0] = GC_MALLOC(32);
@@ -645,7 +645,7 @@ class SpawnStorm {
   void pause() {
     m_pause = true;
     while (m_parked.load() != static_cast<int>(m_threads.size())) std::this_thread::yield();
-    (void)m_manager.reap(true);
+    (void)m_manager.reap(ThreadManager::Reap::WaitForRunning);
   }
   void resume() { m_pause = false; }
 
@@ -664,7 +664,7 @@ TEST(ForkStorm, AThousandChildrenDuringASpawnStormNoneHangs) {
   ASSERT_NE(m, nullptr);
   Adopted self(*m, "forker");
   SpawnStorm storm(*m, 3);
-  ASSERT_TRUE(testing::eventually([&] { return storm.rounds() > 10; }));
+  ASSERT_TRUE(test::eventually([&] { return storm.rounds() > 10; }));
   constexpr int kChildren = 1000;
   int passed = 0;
   for (int i = 0; i < kChildren; ++i) {
@@ -809,7 +809,7 @@ TEST(ForkFaults, AChildThatCannotOpenAPidfdForItsThreadFallsBackToItsThreadId) {
   ASSERT_TRUE(me.has_value());
   os::fail_nth(os::Call::PidfdOpen, 1, EMFILE);  // the child's first pidfd_open
   ChildEnd end = run_child([&](Child& c) {
-    const Tcr* t = ThreadManager::current();
+    const Tcr* t = Tcr::current();
     c.check(t->handle().mode() == HandleMode::Tgkill && t->handle().tid() == ::getpid(),
             "the survivor's handle is its thread id");
     c.check(ResourceLedger().snapshot().pidfds == 0, "no pidfd in the child");

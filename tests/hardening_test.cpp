@@ -23,11 +23,11 @@ namespace tcr {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::Adopted;
-using testing::eventually;
-using testing::make_manager;
-using testing::spawn_spinner;
-using testing::Watchdog;
+using test::Adopted;
+using test::eventually;
+using test::make_manager;
+using test::spawn_spinner;
+using test::Watchdog;
 
 // A thread that waits on a gate (a safe point) and returns `result` when it opens.
 ThreadRef spawn_gated(ThreadManager& m, Semaphore& gate, void* result, SpawnOptions o = {}) {
@@ -461,7 +461,7 @@ TEST(Hardening, AStopLeftByAClosureDrainedAtExitIsReleased) {
 // ---- 8. no waiting for threads while holding them stopped ---------------------------------------
 
 TEST(Hardening, ReapAndShutdownRefuseToWaitWhileTheCallerHoldsTheWorldStopped) {
-  Watchdog dog("reap(true) while stopped", 60s);
+  Watchdog dog("reap(ThreadManager::Reap::WaitForRunning) while stopped", 60s);
   auto m = make_manager();
   auto other = make_manager();
   Adopted self(*m);
@@ -472,10 +472,10 @@ TEST(Hardening, ReapAndShutdownRefuseToWaitWhileTheCallerHoldsTheWorldStopped) {
   Semaphore gate;
   ThreadRef elsewhere = spawn_gated(*other, gate, nullptr);
   ASSERT_TRUE(m->suspend_all().has_value());
-  Result<std::size_t> reaped = m->reap(true);
+  Result<std::size_t> reaped = m->reap(ThreadManager::Reap::WaitForRunning);
   ASSERT_FALSE(reaped.has_value());
   EXPECT_EQ(reaped.error().step, Step::BadArgument);
-  EXPECT_TRUE(m->reap(false).has_value());  // not waiting is fine
+  EXPECT_TRUE(m->reap(ThreadManager::Reap::Exited).has_value());  // not waiting is fine
   Result<void> down = m->shutdown();
   ASSERT_FALSE(down.has_value());
   EXPECT_EQ(down.error().step, Step::BadArgument);
@@ -487,7 +487,7 @@ TEST(Hardening, ReapAndShutdownRefuseToWaitWhileTheCallerHoldsTheWorldStopped) {
   stop = true;
   gate.post();
   EXPECT_TRUE(other->join(elsewhere).has_value());
-  EXPECT_TRUE(m->reap(true).has_value());
+  EXPECT_TRUE(m->reap(ThreadManager::Reap::WaitForRunning).has_value());
 }
 
 // ---- 10. a thread that detaches itself ----------------------------------------------------------
@@ -524,10 +524,10 @@ TEST(Hardening, AThreadThatDetachesItselfFailsJoinClearlyAndItsStackWaitsForItsE
       return nullptr;
     }, detached));
   }
-  ASSERT_TRUE(m->reap(true).has_value());
+  ASSERT_TRUE(m->reap(ThreadManager::Reap::WaitForRunning).has_value());
   EXPECT_EQ(m->stats().dead_unreaped, 0u);
   (void)m->trim();
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
 }
 
 // ---- an adopted thread can be named --------------------------------------------------------------

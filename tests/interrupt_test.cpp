@@ -19,8 +19,8 @@ namespace tcr {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::eventually;
-using testing::make_manager;
+using test::eventually;
+using test::make_manager;
 
 // Spawns a thread that calls poll() until `stop`.
 ThreadRef spawn_poller(ThreadManager& m, std::atomic<bool>& stop) {
@@ -206,7 +206,7 @@ TEST(Interrupt, OneQueuedWhileTheThreadRunsIsDeliveredAtItsExit) {
 // Delivered (its closure ran once, on that thread) or Undelivered (it never ran); none hangs.
 TEST(Interrupt, RacingTheTargetsExitNeverLosesOrMisdelivers) {
   auto m = make_manager();
-  testing::Watchdog dog("interrupts racing exit", 120s);
+  test::Watchdog dog("interrupts racing exit", 120s);
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
   constexpr int kRounds = 500;
 #else
@@ -254,7 +254,7 @@ TEST(Interrupt, RacingTheTargetsExitNeverLosesOrMisdelivers) {
 // for the mailbox is drained and closed in one step under its lock.
 TEST(Interrupt, ABurstAtAThreadThatReturnsAtOnceLeavesNoTicketPendingAfterJoin) {
   auto m = make_manager();
-  testing::Watchdog dog("interrupt bursts at brief threads", 120s);
+  test::Watchdog dog("interrupt bursts at brief threads", 120s);
   constexpr int kRounds = 300;
   int pending = 0, delivered = 0, undelivered = 0;
   for (int round = 0; round < kRounds; ++round) {
@@ -320,7 +320,7 @@ TEST(Interrupt, AThreadsLastMessageBeforeExitReachesItsTarget) {
     }, SpawnOptions{.detached = true});
     ASSERT_TRUE(sender.has_value());
   }
-  m->reap(true);  // every sender has exited and been reaped
+  m->reap(ThreadManager::Reap::WaitForRunning);  // every sender has exited and been reaped
   ASSERT_EQ(tickets.size(), 200u);
   for (const InterruptTicket& t : tickets) EXPECT_TRUE(t.wait().has_value());
   EXPECT_EQ(goodbyes.load(), 200);

@@ -92,10 +92,10 @@ TEST_P(Signalling, ReachesTheLiveThreadThenSaysItExited) {
       if (target.joinable()) target.join();
     }
   } stopper{stop, target};
-  ASSERT_TRUE(testing::eventually([&] { return ready.load(); }));
+  ASSERT_TRUE(test::eventually([&] { return ready.load(); }));
   const SignalPermit permit = SignalPermitForTesting::make();
   ASSERT_TRUE(handle.signal(SIGUSR1, permit));
-  ASSERT_TRUE(testing::eventually([] { return g_hits.load() > 0; })) << "the signal never ran";
+  ASSERT_TRUE(test::eventually([] { return g_hits.load() > 0; })) << "the signal never ran";
   EXPECT_TRUE(*handle.alive(permit));
   stop = true;
   target.join();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks the layering of the source tree (DESIGN.md, STYLE.md):
 #  - runtime/ includes neither threads/ nor exceptions/ (it is what they stand on);
+#  - exceptions/ includes only threads/'s public headers (THREADS_FOR_EXCEPTIONS below), no internals;
 #  - threads/ includes no exceptions/ internals: only the headers named in EXCEPTIONS_PUBLIC below
 #    (none: exceptions/ stands on threads/, through threads/thread_extensions.h and the
 #    friend struct detail::ExceptionsAccess that exceptions/tcr_access.h defines);
@@ -24,6 +25,8 @@ if [[ ${1:-} == --self-test ]]; then
          'runtime/a.cpp|#ifdef SIGPWR'
          'exceptions/a.cpp|#if defined(__x86_64__) || defined(__i386__)'
          'exceptions/a.h|  #  ifndef FOO'
+         'exceptions/a.cpp|#include "threads/tid_index.h"'
+         'exceptions/a.h|#include "../threads/manager_core.h"'
          'threads/a.h|#if defined(__clang__)'
          'runtime/thread_annotations.h|#if defined(__linux__)')
   failed=0
@@ -99,6 +102,23 @@ if [[ -n $threads_hits ]]; then
     "${bad%$'\n'}"
 fi
 
+# exceptions/ stands on threads/ through its public headers only: the API and the extension
+# interface. threads/ internals (manager_core.h, internal.h, tid_index.h, current.h, fork.h:
+# anything not listed) are threads/'s own.
+THREADS_FOR_EXCEPTIONS="threads/tcr.h threads/thread_extensions.h threads/thread_manager.h \
+threads/stop_world.h threads/interrupt.h threads/semaphore.h"
+mapfile -t exceptions_files < <(sources exceptions)
+exceptions_hits=$(grep_lines "$(include_of threads)" "${exceptions_files[@]}")
+if [[ -n $exceptions_hits ]]; then
+  bad=""
+  while IFS= read -r line; do
+    header=$(sed -E 's|.*[<"](\.\./)*(threads/[^">]*)[">].*|\2|' <<<"$line")
+    [[ " $THREADS_FOR_EXCEPTIONS " == *" $header "* ]] || bad+="$line"$'\n'
+  done <<<"$exceptions_hits"
+  report "exceptions/ must not include threads/ internals (public ones are listed in THREADS_FOR_EXCEPTIONS in $0):" \
+    "${bad%$'\n'}"
+fi
+
 mapfile -t core_files < <(sources runtime threads exceptions | grep -vE '_(linux|darwin)\.cpp$' || true)
 # One exception, on the compiler rather than the platform: runtime/thread_annotations.h spells
 # clang's thread-safety attributes, and to GCC they are nothing. Exactly that one line of it.
@@ -108,6 +128,6 @@ report "conditional compilation outside a backend file (*_linux.cpp, *_darwin.cp
      grep -vE "$COMPILER_SELECT" || true)"
 
 if ((status == 0)); then
-  echo "layering: OK (${#runtime_files[@]} runtime/, ${#threads_files[@]} threads/, ${#core_files[@]} core files checked)"
+  echo "layering: OK (${#runtime_files[@]} runtime/, ${#threads_files[@]} threads/, ${#exceptions_files[@]} exceptions/, ${#core_files[@]} core files checked)"
 fi
 exit "$status"

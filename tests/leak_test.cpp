@@ -8,19 +8,19 @@
 #include <vector>
 
 #include "runtime/kernel_handle.h"
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
 
-constexpr int kLifetimes = testing::lifetimes(100000);  // fewer under the sanitizers
+constexpr int kLifetimes = test::lifetimes(100000);  // fewer under the sanitizers
 
 class Leak : public ::testing::TestWithParam<HandleModeChoice> {
  protected:
   std::unique_ptr<ThreadManager> make() {
     ManagerOptions options;
     options.handle_mode = GetParam();
-    return testing::make_manager(std::move(options));
+    return test::make_manager(std::move(options));
   }
 };
 
@@ -61,7 +61,7 @@ TEST_P(Leak, JoinedThreadsLeaveEveryCountAtItsBaseline) {
     for (ThreadRef& ref : refs) ASSERT_TRUE(m->join(ref));
   }
   const ResourceCounts after = ledger.snapshot();
-  testing::expect_no_leak(before, after);
+  test::expect_no_leak(before, after);
   EXPECT_EQ(after.pidfds, pidfds_before_any);
   EXPECT_EQ(m->stats().records, records);
 }
@@ -86,9 +86,9 @@ TEST_P(Leak, DetachedThreadsLeaveEveryCountAtItsBaselineOnceReaped) {
     ASSERT_TRUE(t) << t.error().message();
     sem_wait(&done);
   }
-  m->reap(/*wait=*/true);
+  m->reap(ThreadManager::Reap::WaitForRunning);
   m->trim();
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
   // Bounded by how many exiting threads overlap the spawner (a few; dozens under sanitizers,
   // where exits are slow), not by history: a record per thread would be 100,000.
   EXPECT_LT(m->stats().records, 1000u);
@@ -114,7 +114,7 @@ void* open_extra_handles(Tcr& self, int n) {
 
 TEST(LeakShutdown, LeavesExactlyOnePidfdPerThread) {
   if (detected_handle_mode() != HandleMode::Pidfd) GTEST_SKIP() << "needs thread pidfds";
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   warm_up(*m);
   const ResourceLedger ledger;
   const ResourceCounts before = ledger.snapshot();
@@ -125,7 +125,7 @@ TEST(LeakShutdown, LeavesExactlyOnePidfdPerThread) {
     ASSERT_TRUE(t);
     ASSERT_TRUE(m->join(*t));
   }
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
   EXPECT_EQ(m->stats().extra_handles_closed, 200u * 5u);
 }
 
@@ -133,7 +133,7 @@ TEST(LeakShutdown, WithoutNormalizationTheExtrasLeak) {
   if (detected_handle_mode() != HandleMode::Pidfd) GTEST_SKIP() << "needs thread pidfds";
   ManagerOptions options;
   options.normalize_kernel_handles = false;
-  auto m = testing::make_manager(std::move(options));
+  auto m = test::make_manager(std::move(options));
   warm_up(*m);
   const ResourceLedger ledger;
   const ResourceCounts before = ledger.snapshot();

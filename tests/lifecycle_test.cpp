@@ -10,21 +10,21 @@
 #include <thread>
 
 #include "runtime/os.h"
-#include "test_support.h"
+#include "tests/test_support.h"
 #include "threads/thread_manager.h"
 
 namespace tcr {
 namespace {
 
-using testing::as_int;
-using testing::as_ptr;
+using test::as_int;
+using test::as_ptr;
 
 class Lifecycle : public ::testing::TestWithParam<HandleModeChoice> {
  protected:
   void SetUp() override {
     ManagerOptions options;
     options.handle_mode = GetParam();
-    manager = testing::make_manager(std::move(options));
+    manager = test::make_manager(std::move(options));
     ASSERT_NE(manager, nullptr);
   }
   std::unique_ptr<ThreadManager> manager;
@@ -42,9 +42,9 @@ TEST_P(Lifecycle, TheThreadSeesItsOwnTcr) {
   std::atomic<Tcr*> seen{nullptr};
   std::atomic<pid_t> tid{0};
   Result<ThreadRef> t = manager->spawn("self", [&](Tcr& self) {
-    seen = ThreadManager::current();
+    seen = Tcr::current();
     tid = os::gettid();
-    EXPECT_EQ(&self, ThreadManager::current());
+    EXPECT_EQ(&self, Tcr::current());
     EXPECT_EQ(self.name(), "self");
     EXPECT_EQ(self.state(), TcrState::Running);
     EXPECT_TRUE(self.handle().valid());
@@ -54,7 +54,7 @@ TEST_P(Lifecycle, TheThreadSeesItsOwnTcr) {
   ASSERT_TRUE(manager->join(*t));
   EXPECT_EQ(seen.load(), t->tcr_unchecked());
   EXPECT_NE(tid.load(), 0);
-  EXPECT_EQ(ThreadManager::current(), nullptr);  // the test's thread was never adopted
+  EXPECT_EQ(Tcr::current(), nullptr);  // the test's thread was never adopted
 }
 
 TEST_P(Lifecycle, AnEscapedExceptionReachesTheJoiner) {
@@ -96,7 +96,7 @@ TEST_P(Lifecycle, DetachedThreadsAreReaped) {
     ASSERT_TRUE(t) << t.error().message();
     sem_wait(&done);
   }
-  manager->reap(/*wait=*/true);
+  manager->reap(ThreadManager::Reap::WaitForRunning);
   const ManagerStats s = manager->stats();
   EXPECT_EQ(s.live, 0u);
   EXPECT_EQ(s.dead_unreaped, 0u);
@@ -110,9 +110,9 @@ TEST_P(Lifecycle, DetachedThreadsAreReaped) {
 TEST_P(Lifecycle, DetachAfterExitHandsTheThreadToTheReaper) {
   Result<ThreadRef> t = manager->spawn("quick", [](Tcr&) { return nullptr; });
   ASSERT_TRUE(t);
-  ASSERT_TRUE(testing::eventually([&] { return manager->stats().live == 0; }));
+  ASSERT_TRUE(test::eventually([&] { return manager->stats().live == 0; }));
   ASSERT_TRUE(manager->detach(*t));
-  EXPECT_EQ(manager->reap(true), 1u);
+  EXPECT_EQ(manager->reap(ThreadManager::Reap::WaitForRunning), 1u);
   EXPECT_EQ(manager->stats().dead_unreaped, 0u);
 }
 
@@ -142,7 +142,7 @@ TEST_P(Lifecycle, ConcurrentSecondJoinIsAlreadyJoined) {
     if (!r && r.error().step == Step::AlreadyJoined) ++refused;
   };
   std::thread a(joiner), b(joiner);
-  ASSERT_TRUE(testing::eventually([&] { return refused.load() == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return refused.load() == 1; }));
   sem_post(&go);
   a.join();
   b.join();
@@ -167,7 +167,7 @@ TEST_P(Lifecycle, JoinAfterDetachIsAClearError) {
   ASSERT_FALSE(d);
   EXPECT_EQ(d.error().step, Step::ThreadDetached);
   sem_post(&go);
-  manager->reap(true);
+  manager->reap(ThreadManager::Reap::WaitForRunning);
   sem_destroy(&go);
 }
 
@@ -277,9 +277,9 @@ TEST_P(Lifecycle, ExitHooksRunOnTheExitingThreadFirst) {
   options.handle_mode = GetParam();
   options.exit_hooks.push_back([&](Tcr& t) {
     ++calls;
-    was_running = (ThreadManager::current() == &t) && t.handle().valid();
+    was_running = (Tcr::current() == &t) && t.handle().valid();
   });
-  manager = testing::make_manager(std::move(options));
+  manager = test::make_manager(std::move(options));
   Result<ThreadRef> t = manager->spawn("hooked", [](Tcr&) { return nullptr; });
   ASSERT_TRUE(t);
   ASSERT_TRUE(manager->join(*t));
@@ -305,9 +305,9 @@ TEST_P(Lifecycle, SignalReachesALiveThreadAndFailsClearlyOnAnExitedOne) {
   ASSERT_TRUE(t);
   Result<void> s = manager->signal(*t, SIGUSR2);
   ASSERT_TRUE(s) << s.error().message();
-  EXPECT_TRUE(testing::eventually([] { return g_signalled.load() == 1; }));
+  EXPECT_TRUE(test::eventually([] { return g_signalled.load() == 1; }));
   stop = true;
-  ASSERT_TRUE(testing::eventually([&] { return manager->stats().live == 0; }));
+  ASSERT_TRUE(test::eventually([&] { return manager->stats().live == 0; }));
   Result<void> late = manager->signal(*t, SIGUSR2);  // Dead, not yet joined
   ASSERT_FALSE(late);
   EXPECT_EQ(late.error().step, Step::ThreadExited);
@@ -349,7 +349,7 @@ TEST_P(Lifecycle, AdoptedForeignThreadIsReleasedAtItsExit) {
     adopted_ok = t.has_value();
     if (!t) return;
     id = (*t)->id();
-    EXPECT_EQ(ThreadManager::current(), *t);
+    EXPECT_EQ(Tcr::current(), *t);
     EXPECT_TRUE((*t)->adopted());
     EXPECT_TRUE((*t)->gc_registered());
     EXPECT_EQ(manager->snapshot().value().size(), 1u);
@@ -372,7 +372,7 @@ TEST_P(Lifecycle, AdoptedThreadCanReleaseItselfEarly) {
   std::thread foreign([&] {
     ASSERT_TRUE(manager->adopt_current_thread("early"));
     ASSERT_TRUE(manager->release_current_thread());
-    EXPECT_EQ(ThreadManager::current(), nullptr);
+    EXPECT_EQ(Tcr::current(), nullptr);
     Result<void> again = manager->release_current_thread();
     ASSERT_FALSE(again);
     EXPECT_EQ(again.error().step, Step::NotAdopted);
@@ -409,7 +409,7 @@ TEST_P(Lifecycle, TheMainThreadCanBeAdoptedAndReleased) {
   // Boehm registered the main thread in GC_init: not ours to unregister.
   EXPECT_FALSE((*t)->gc_registered());
   ASSERT_TRUE(manager->release_current_thread());
-  EXPECT_EQ(ThreadManager::current(), nullptr);
+  EXPECT_EQ(Tcr::current(), nullptr);
 }
 
 INSTANTIATE_TEST_SUITE_P(HandleModes, Lifecycle,

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/mach_model.h"
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
@@ -23,7 +23,7 @@ std::unique_ptr<ThreadManager> manager_on(mach::MachModel& model, bool normalize
   ManagerOptions options;
   options.mach_space = &model;
   options.normalize_kernel_handles = normalize;
-  return testing::make_manager(std::move(options));
+  return test::make_manager(std::move(options));
 }
 
 TEST(MachShutdownOnRealThreads, RealThreadsLeaveThePortNameCountFlat) {
@@ -32,7 +32,7 @@ TEST(MachShutdownOnRealThreads, RealThreadsLeaveThePortNameCountFlat) {
   const ResourceLedger ledger(&model);
   const ResourceCounts before = ledger.snapshot();
   ASSERT_TRUE(before.port_names.has_value());
-  for (int i = 0; i < testing::lifetimes(20000); ++i) {
+  for (int i = 0; i < test::lifetimes(20000); ++i) {
     Result<ThreadRef> t = m->spawn("ccl-thread", leaky_body(model, 1 + i % 5));
     ASSERT_TRUE(t) << t.error().message();
     ASSERT_TRUE(m->join(*t));
@@ -67,7 +67,7 @@ TEST(MachShutdownOnRealThreads, DetachedThreadsToo) {
   SpawnOptions detached;
   detached.detached = true;
   for (int i = 0; i < 2000; ++i) ASSERT_TRUE(m->spawn("detached", leaky_body(model, 3), detached));
-  m->reap(/*wait=*/true);
+  m->reap(ThreadManager::Reap::WaitForRunning);
   std::size_t after = 0;
   ASSERT_EQ(model.names_count(&after), mach::kSuccess);
   EXPECT_EQ(after, before);

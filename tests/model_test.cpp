@@ -369,8 +369,8 @@ class Sut {
     ManagerOptions b;
     b.gc = false;
     b.handle_mode = HandleModeChoice::Tgkill;
-    m_managers[0] = testing::make_manager(std::move(a));
-    m_managers[1] = testing::make_manager(std::move(b));
+    m_managers[0] = test::make_manager(std::move(a));
+    m_managers[1] = test::make_manager(std::move(b));
     for (ForeignWorker* f : pool) m_workers.push_back(&f->worker());
     m_adopted_by.assign(m_workers.size(), -1);
     m_joins.resize(m_workers.size());
@@ -433,9 +433,9 @@ class Sut {
       return;
     }
     const auto want = th.exited_by_closure ? std::uintptr_t{0} : th.result;
-    check(got.has_value() && testing::as_int(*got) == want,
+    check(got.has_value() && test::as_int(*got) == want,
           call + ": expected result " + std::to_string(want) + ", got " +
-              (got ? std::to_string(testing::as_int(*got)) : describe(got)));
+              (got ? std::to_string(test::as_int(*got)) : describe(got)));
   }
 
   void add_spawned(ThreadRef r, std::unique_ptr<ScriptedThread> script, int m) {
@@ -851,7 +851,7 @@ struct Spawn final : Call {
     if (kind == Kind::Worker) require(s.alive_of(Kind::Worker) < kMaxSpawnedWorkers);
   }
   void effect(Model& s) const override {
-    if (!checked_before_reaping(s)) s.reap_zombies(m);  // spawn runs reap(false) first
+    if (!checked_before_reaping(s)) s.reap_zombies(m);  // spawn runs reap(ThreadManager::Reap::Exited) first
     if (want(s)) return;
     ThreadM th;
     th.mgr = m;
@@ -1360,7 +1360,7 @@ struct FinishRacing final : Call {
   }
 };
 
-// The caller's own spawned thread: reap(true) does not wait for running threads there.
+// The caller's own spawned thread: reap(ThreadManager::Reap::WaitForRunning) does not wait for running threads there.
 bool own_spawned(const Model& s, int by, int m) {
   const int t = s.tcr_of(by);
   return t >= 0 && s.threads[t].mgr == m && s.threads[t].kind != Kind::Adopted;
@@ -1390,7 +1390,9 @@ struct Reap final : Call {
   }
   void execute(const Model& s, Sut& sut) const override {
     Result<std::size_t> r = fail(Step::BadArgument);
-    sut.on(by, [&] { r = sut.mgr(m).reap(wait); });
+    sut.on(by, [&] {
+      r = sut.mgr(m).reap(wait ? ThreadManager::Reap::WaitForRunning : ThreadManager::Reap::Exited);
+    });
     sut.expect(r, want(s), "reap");
     if (r) {
       sut.check(*r == s.zombies(m), "reap answered " + std::to_string(*r) + ", expected " +
@@ -1884,7 +1886,7 @@ std::string leaks(const ResourceCounts& before, const ResourceCounts& after) {
   differ("fds", before.fds, after.fds);
   differ("pidfds", before.pidfds, after.pidfds);
   differ("threads", before.threads, after.threads);
-  if (testing::kMemoryCountsExact) {
+  if (test::kMemoryCountsExact) {
     differ("maps", before.maps, after.maps);
     if (after.rss_kb > before.rss_kb + 8192) differ("rss_kb", before.rss_kb, after.rss_kb);
   }

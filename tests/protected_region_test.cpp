@@ -15,16 +15,16 @@
 #include "exceptions/protected_region.h"
 #include "runtime/os.h"
 #include "region_support.h"
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
 
-using testing::collect;
-using testing::Mapping;
-using testing::page;
+using test::collect;
+using test::Mapping;
+using test::page;
 
-class RegionModes : public testing::RegionModeTest {};
+class RegionModes : public test::RegionModeTest {};
 
 TEST_P(RegionModes, ReportsEachWrittenPageOnceAndReArmsIt) {
   Mapping m(16);
@@ -68,7 +68,7 @@ TEST_P(RegionModes, ConcurrentWritesAreNeverLostAcrossCollects) {
   constexpr std::size_t kWrites = 20000;
   Mapping m(kPages);
   MAKE_OR_SKIP(region, m.base, m.length);
-  testing::Watchdog watchdog("ConcurrentWritesAreNeverLostAcrossCollects", std::chrono::seconds(120));
+  test::Watchdog watchdog("ConcurrentWritesAreNeverLostAcrossCollects", std::chrono::seconds(120));
   ASSERT_TRUE(region->protect());
   std::atomic<int> round{0};  // collects finished
   std::atomic<std::size_t> total{0};
@@ -164,7 +164,7 @@ TEST_P(RegionModes, ConcurrentWritesAreNeverLostAcrossCollects) {
 TEST_P(RegionModes, UnprotectingOrDestroyingWhileThreadsWriteLetsThemAllFinish) {
   constexpr std::size_t kPages = 64;
   Mapping m(kPages);
-  testing::Watchdog watchdog("DestroyingARegionWhileThreadsWrite", std::chrono::seconds(60));
+  test::Watchdog watchdog("DestroyingARegionWhileThreadsWrite", std::chrono::seconds(60));
   for (int round = 0; round < 20; ++round) {
     MAKE_OR_SKIP(region, m.base, m.length);
     ASSERT_TRUE(region->protect());
@@ -232,7 +232,7 @@ TEST_P(RegionModes, BadArgumentsGetClearErrorsAndLeakNothing) {
   void* hole = mmap(nullptr, 4 * page(), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   munmap(hole, 4 * page());
   expect_bad(hole, 4 * page(), "not mapped");
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
   // The good region still works.
   ASSERT_TRUE(good->protect());
   m.page_at(3)[0] = 1;
@@ -245,7 +245,7 @@ TEST_P(RegionModes, TrapsAreCountedOnTheFaultingThreadsTcr) {
   if (!traps_expected()) GTEST_SKIP() << "Async takes no trap";
   Mapping m(40);
   MAKE_OR_SKIP(region, m.base, m.length);
-  auto manager = testing::make_manager();
+  auto manager = test::make_manager();
   ASSERT_TRUE(region->protect());
   std::vector<ThreadRef> refs;
   std::atomic<std::uint64_t> counted{0};
@@ -270,7 +270,7 @@ TEST_P(RegionModes, RegionsComeAndGoWhileOthersTrap) {
   Mapping steady(32);
   Mapping churn(8);
   MAKE_OR_SKIP(region, steady.base, steady.length);
-  testing::Watchdog watchdog("RegionsComeAndGoWhileOthersTrap", std::chrono::seconds(120));
+  test::Watchdog watchdog("RegionsComeAndGoWhileOthersTrap", std::chrono::seconds(120));
   std::atomic<bool> stop{false};
   std::thread collector([&] {
     while (!stop.load()) {
@@ -304,8 +304,8 @@ TEST_P(RegionModes, RegionsComeAndGoWhileOthersTrap) {
 TEST_P(RegionModes, StopTheWorldWhileCollectingAndTrapping) {
   Mapping m(64);
   MAKE_OR_SKIP(region, m.base, m.length);
-  testing::Watchdog watchdog("StopTheWorldWhileCollectingAndTrapping", std::chrono::seconds(120));
-  auto manager = testing::make_manager();
+  test::Watchdog watchdog("StopTheWorldWhileCollectingAndTrapping", std::chrono::seconds(120));
+  auto manager = test::make_manager();
   std::atomic<bool> stop{false};
   std::vector<ThreadRef> refs;
   refs.push_back(*manager->spawn("collector", [&](Tcr&) -> void* {
@@ -336,7 +336,7 @@ TEST_P(RegionModes, StopTheWorldWhileCollectingAndTrapping) {
 
 INSTANTIATE_TEST_SUITE_P(, RegionModes,
                          ::testing::Values(TrapMode::Signal, TrapMode::Listener, TrapMode::Async),
-                         testing::mode_name);
+                         test::mode_name);
 
 }  // namespace
 }  // namespace tcr

@@ -28,17 +28,17 @@
 #include "runtime/machine_context.h"
 #include "runtime/os.h"
 #include "region_support.h"
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
 
 using namespace std::chrono_literals;
 
-using testing::collect;
-using testing::create_in;
-using testing::Mapping;
-using testing::page;
+using test::collect;
+using test::create_in;
+using test::Mapping;
+using test::page;
 
 // The protection /proc/self/maps shows for the mapping holding `address`: "rwx", "r--", ...
 std::string perms_at(const void* address) {
@@ -81,7 +81,7 @@ bool write_answer(char* at) {
 Answer answer_at(char* at) { return reinterpret_cast<Answer>(reinterpret_cast<std::uintptr_t>(at)); }
 
 // The suites that run in each mode: a mode this kernel lacks is skipped, saying why.
-class ModeTest : public testing::RegionModeTest {
+class ModeTest : public test::RegionModeTest {
  protected:
   // Whether the mode is available here (opens it: later leak checks do not see it opening).
   bool available() {
@@ -109,7 +109,7 @@ std::string address_of(const void* p) {
 }
 
 const auto kModes = ::testing::Values(TrapMode::Signal, TrapMode::Listener, TrapMode::Async);
-using testing::mode_name;
+using test::mode_name;
 
 // ---- RegionRwx: memory that is code and data at once -------------------------------------------
 
@@ -119,7 +119,7 @@ TEST_P(RegionRwx, CodeInAnArmedRwxRegionRunsAndItsWritesAreStillTracked) {
   Mapping m(4, PROT_READ | PROT_WRITE | PROT_EXEC);
   if (!write_answer(m.page_at(0))) GTEST_SKIP() << "no code for this architecture";
   MAKE_OR_SKIP(region, m.base, m.length);
-  testing::Watchdog dog("code in an armed RWX region", 60s);  // the old code spun here forever
+  test::Watchdog dog("code in an armed RWX region", 60s);  // the old code spun here forever
   ASSERT_TRUE(region->protect());
   EXPECT_EQ(answer_at(m.page_at(0))(), 42);
   if (signal_mode()) {
@@ -148,7 +148,7 @@ TEST_P(RegionRwx, ReadsAndInstructionFetchesAreNotWrites) {
   MAKE_OR_SKIP(region, data.base, data.length);
   auto code_region = make(code.base, code.length);
   ASSERT_NE(code_region, nullptr);
-  testing::Watchdog dog("reads and fetches in armed regions", 60s);
+  test::Watchdog dog("reads and fetches in armed regions", 60s);
   ASSERT_TRUE(region->protect());
   ASSERT_TRUE(code_region->protect());
   int sum = 0;
@@ -211,7 +211,7 @@ TEST_P(RegionRefusals, MemoryThatIsNotWritableIsRefusedSayingHowItIsMapped) {
   // One read-only page among writable ones: the message names it.
   expect_refused(mixed.base, mixed.length, "[" + address_of(mixed.page_at(1)) + ", +" +
                                                std::to_string(page()) + ") of the range is mapped r--");
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
   // Its writable pages alone are fine.
   MAKE_OR_SKIP(first, mixed.base, page());
   ASSERT_TRUE(first->protect());
@@ -231,7 +231,7 @@ TEST_P(RegionRefusals, HolesAndUnmappedRangesAreRefusedSayingWhere) {
   expect_refused(m.page_at(2), 2 * page(), "[" + address_of(m.page_at(3)) + one_page);
   expect_refused(m.page_at(3), page(), "[" + address_of(m.page_at(3)) + one_page);
   expect_refused(m.page_at(1), page(), "not mapped");
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
 }
 
 // One state byte per page was allocated before any check: 1 TiB cost 256 MiB of touched memory
@@ -362,7 +362,7 @@ TEST_P(RegionRefusalFaults, AMemoryMapThatCannotBeReadIsNamedAndLeaksNothing) {
     EXPECT_EQ(r.error().code, c.err);
     EXPECT_NE(r.error().message().find(c.says), std::string::npos) << r.error().message();
   }
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
   MAKE_OR_SKIP(region, m.base, m.length);  // and nothing was left in the region table
   ASSERT_TRUE(region->protect());
   m.page_at(1)[0] = 1;
@@ -385,7 +385,7 @@ TEST_P(RegionRefusalFaults, PageStatesThatCannotBeMappedAreNamedAndLeakNothing) 
     EXPECT_EQ(r.error().code, ENOMEM);
     EXPECT_NE(r.error().message().find("page states"), std::string::npos) << r.error().message();
   }
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
   MAKE_OR_SKIP(region, m.base, m.length);
   ASSERT_TRUE(region->protect());
   m.page_at(3)[0] = 1;
@@ -549,7 +549,7 @@ TEST(RegionWriteAccess, ASentSignalIsUnknown) {
   RecordingHandler handler(m.base);
   ASSERT_EQ(raise(SIGSEGV), 0);
   // TSan delivers a sent signal at its next chance, not inside raise().
-  ASSERT_TRUE(testing::eventually([] { return g_seen_access.load() != -1; }));
+  ASSERT_TRUE(test::eventually([] { return g_seen_access.load() != -1; }));
   EXPECT_EQ(RecordingHandler::seen(), machine::FaultAccess::Unknown);
   siginfo_t info{};
   info.si_code = SEGV_ACCERR;

@@ -14,7 +14,7 @@
 
 #include "exceptions/protected_region.h"
 
-namespace tcr::testing {
+namespace tcr::test {
 
 inline std::size_t page() { return static_cast<std::size_t>(sysconf(_SC_PAGESIZE)); }
 
@@ -74,7 +74,7 @@ inline std::string mode_name(const ::testing::TestParamInfo<TrapMode>& param) {
   return to_string(param.param);
 }
 
-}  // namespace tcr::testing
+}  // namespace tcr::test
 
 #define MAKE_OR_SKIP(var, base, length)                \
   auto var = make(base, length);                       \

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "runtime/os.h"
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
@@ -18,7 +18,7 @@ namespace {
 void* stack_of(Tcr& self) { return self.stack_low(); }
 
 TEST(StackCache, TheNextThreadReusesTheLastThreadsStack) {
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   void* first = *m->join(*m->spawn("a", stack_of));
   EXPECT_EQ(m->stats().cached_stacks, 1u);
   void* second = *m->join(*m->spawn("b", stack_of));
@@ -51,7 +51,7 @@ void run_wide(ThreadManager& m) {
 TEST(StackCache, IsBoundedAndTrimGivesTheStacksBack) {
   ManagerOptions options;
   options.cached_stacks = 4;
-  auto m = testing::make_manager(std::move(options));
+  auto m = test::make_manager(std::move(options));
   // One-time costs of twelve concurrent threads (allocator arenas, Boehm's per-thread scratch
   // memory) are paid before the baseline by the same shape of run.
   run_wide(*m);
@@ -60,19 +60,19 @@ TEST(StackCache, IsBoundedAndTrimGivesTheStacksBack) {
   const ResourceCounts before = ledger.snapshot();
   run_wide(*m);  // twelve stacks mapped at once
   EXPECT_EQ(m->stats().cached_stacks, 4u);  // eight were unmapped at reap
-  if (testing::kMemoryCountsExact) {
+  if (test::kMemoryCountsExact) {
     // Each cached stack is four mappings: guard page, stack, guard page, alternate signal stack.
     EXPECT_EQ(ledger.snapshot().maps, before.maps + 4 * 4);
   }
   EXPECT_EQ(m->trim(), 4u);
   EXPECT_EQ(m->stats().cached_stacks, 0u);
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
 }
 
 // Only reaped records put a stack back: an adoption or a failed spawn that took a record holding
 // a cached stack gives it up, so the count always matches what trim() finds on the free list.
 TEST(StackCache, TheCountMatchesTheFreeListAfterAdoptionsAndFailedSpawns) {
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   ASSERT_TRUE(m->join(*m->spawn("cache-one", stack_of)));
   ASSERT_EQ(m->stats().cached_stacks, 1u);
   std::thread foreign([&] {  // takes the record that holds the cached stack
@@ -95,13 +95,13 @@ TEST(StackCache, TheCountMatchesTheFreeListAfterAdoptionsAndFailedSpawns) {
 TEST(StackCache, ZeroMapsAFreshStackForEveryThread) {
   ManagerOptions options;
   options.cached_stacks = 0;
-  auto m = testing::make_manager(std::move(options));
+  auto m = test::make_manager(std::move(options));
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(m->join(*m->spawn("warm-up", stack_of)));
   const ResourceLedger ledger;
   const ResourceCounts before = ledger.snapshot();
   for (int i = 0; i < 100; ++i) ASSERT_TRUE(m->join(*m->spawn("fresh", stack_of)));
   EXPECT_EQ(m->stats().cached_stacks, 0u);
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
 #define GC_NO_THREAD_REDIRECTS 1
 #include <gc/gc.h>
 
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
@@ -19,8 +19,8 @@ namespace {
 std::size_t malloc_in_use() { return mallinfo2().uordblks; }
 
 TEST(SteadyState, SpawnAndJoinDoNotGrowTheHeap) {
-  if (!testing::kMemoryCountsExact) GTEST_SKIP() << "sanitizer allocators keep their own books";
-  auto m = testing::make_manager();
+  if (!test::kMemoryCountsExact) GTEST_SKIP() << "sanitizer allocators keep their own books";
+  auto m = test::make_manager();
   auto one = [&] {
     Result<ThreadRef> t = m->spawn("steady", [](Tcr&) { return nullptr; });
     ASSERT_TRUE(t);
@@ -37,8 +37,8 @@ TEST(SteadyState, SpawnAndJoinDoNotGrowTheHeap) {
 }
 
 TEST(SteadyState, DetachedSpawnsDoNotGrowTheHeap) {
-  if (!testing::kMemoryCountsExact) GTEST_SKIP() << "sanitizer allocators keep their own books";
-  auto m = testing::make_manager();
+  if (!test::kMemoryCountsExact) GTEST_SKIP() << "sanitizer allocators keep their own books";
+  auto m = test::make_manager();
   sem_t done;
   sem_init(&done, 0, 0);
   SpawnOptions detached;
@@ -51,7 +51,7 @@ TEST(SteadyState, DetachedSpawnsDoNotGrowTheHeap) {
       }, detached));
       sem_wait(&done);
     }
-    m->reap(/*wait=*/true);
+    m->reap(ThreadManager::Reap::WaitForRunning);
   };
   burst(500);
   const std::size_t heap = malloc_in_use();

@@ -23,9 +23,9 @@ namespace tcr {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::Adopted;
-using testing::eventually;
-using testing::make_manager;
+using test::Adopted;
+using test::eventually;
+using test::make_manager;
 
 // Threads that spin, each bumping its own counter, until told to stop. They make no call a
 // signal could wait for: only a real suspension stops their counters.
@@ -230,7 +230,7 @@ TEST(StopWorld, SpawnWaitsWhileStoppedAndTheInitiatorCannotSpawnOrJoin) {
 // and that waits for Boehm's allocation lock, which the stop holds. Waiting there with the
 // registry lock held, it kept resume_all (which takes that lock) from ever returning.
 TEST(StopWorld, ASpawnThatGrowsTheRecordsWhileStoppedLetsResumeAllThrough) {
-  testing::Watchdog dog("resume_all while a spawn grows the records", 60s);
+  test::Watchdog dog("resume_all while a spawn grows the records", 60s);
   auto m = make_manager();
   Adopted self(*m);
   // Every record of the arena's first chunk in use: the next spawn needs a new chunk. The parked
@@ -273,7 +273,7 @@ TEST(StopWorld, ASpawnThatGrowsTheRecordsWhileStoppedLetsResumeAllThrough) {
 // first stop holds. It waited holding its registry lock, so the first stop's holder hung as soon
 // as it called the second manager (stats, snapshot, signal: whatever takes that lock).
 TEST(StopWorld, AnInitiatorWaitingForAnotherManagersStopLetsItsHolderCallIn) {
-  testing::Watchdog dog("a stop's holder calling a manager whose initiator waits", 60s);
+  test::Watchdog dog("a stop's holder calling a manager whose initiator waits", 60s);
   auto a = make_manager();
   ManagerOptions no_gc;
   no_gc.gc = false;
@@ -436,7 +436,7 @@ INSTANTIATE_TEST_SUITE_P(HandleModes, StopWorldModes,
 TEST(StopWorld, TwoInitiatorsSerialize) {
   auto m = make_manager();
   Spinners spin(*m, 2);
-  testing::Watchdog dog("two initiators", 120s);
+  test::Watchdog dog("two initiators", 120s);
   constexpr int kRounds = 500;
   std::atomic<int> done{0};
   std::atomic<int> bad{0};
@@ -490,7 +490,7 @@ TEST(StopWorldStress, TenThousandCyclesWhileThreadsComeAndGo) {
 #endif
   auto m = make_manager();
   Adopted self(*m);
-  testing::Watchdog dog("stop-the-world churn", 300s);
+  test::Watchdog dog("stop-the-world churn", 300s);
   constexpr int kSeats = 4;
   // A seat holds the id of the thread occupying it while that thread runs its function.
   std::array<std::atomic<std::uint64_t>, kSeats> seats{};
@@ -551,7 +551,7 @@ TEST(StopWorldStress, TenThousandCyclesWhileThreadsComeAndGo) {
 // make progress, with mutators allocating from the GC heap meanwhile.
 TEST(StopWorldBoehm, BoehmCollectionsAndOurStopsBothProgress) {
   auto m = make_manager();
-  testing::Watchdog dog("Boehm and tcr stop-the-world", 120s);
+  test::Watchdog dog("Boehm and tcr stop-the-world", 120s);
   std::atomic<bool> stop{false};
   std::vector<ThreadRef> mutators;
   for (int i = 0; i < 2; ++i) {

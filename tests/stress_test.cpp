@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
@@ -31,7 +31,7 @@ std::pair<long, int> run_spawners(ThreadManager& m, int spawners, int per_spawne
         const std::uintptr_t tag = static_cast<std::uintptr_t>(s * per_spawner + i + 1);
         Result<ThreadRef> t = m.spawn("stress", [&ran, tag](Tcr&) {
           ran.fetch_add(1, std::memory_order_relaxed);
-          return testing::as_ptr(tag);
+          return test::as_ptr(tag);
         }, join ? SpawnOptions{} : detached);
         if (!t) {
           ++errors;
@@ -39,14 +39,14 @@ std::pair<long, int> run_spawners(ThreadManager& m, int spawners, int per_spawne
         }
         if (join) {
           Result<void*> v = m.join(*t);
-          if (!v || testing::as_int(*v) != tag) ++errors;  // never another thread's value
+          if (!v || test::as_int(*v) != tag) ++errors;  // never another thread's value
         }
-        if (i % 64 == 0) m.reap(false);
+        if (i % 64 == 0) m.reap(ThreadManager::Reap::Exited);
       }
     });
   }
   for (std::thread& t : threads) t.join();
-  m.reap(/*wait=*/true);
+  m.reap(ThreadManager::Reap::WaitForRunning);
   return {ran.load(), errors.load()};
 }
 
@@ -58,7 +58,7 @@ TEST(Stress, ConcurrentSpawnersJoinersAndReapersLeaveNothingBehind) {
   mallopt(M_ARENA_MAX, 2);
   constexpr int kSpawners = 4;
   constexpr int kPerSpawner = 2500;
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   run_spawners(*m, kSpawners, 200);
   m->trim();  // records vary with overlap, and so would their cached stacks
   const ResourceLedger ledger;
@@ -72,11 +72,11 @@ TEST(Stress, ConcurrentSpawnersJoinersAndReapersLeaveNothingBehind) {
   EXPECT_EQ(s.free_records, s.records);
   EXPECT_LE(s.cached_stacks, ManagerOptions{}.cached_stacks);
   m->trim();
-  testing::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, ledger.snapshot());
 }
 
 TEST(Stress, SignalsRacingExitEitherArriveOrSayTheThreadExited) {
-  auto m = testing::make_manager();
+  auto m = test::make_manager();
   for (int round = 0; round < 2000; ++round) {
     Result<ThreadRef> t = m->spawn("short", [](Tcr&) { return nullptr; });
     ASSERT_TRUE(t);

@@ -28,7 +28,7 @@ class SignalPermitForTesting {
 
 }  // namespace tcr
 
-namespace tcr::testing {
+namespace tcr::test {
 
 inline std::unique_ptr<ThreadManager> make_manager(ManagerOptions options = {}) {
   Result<std::unique_ptr<ThreadManager>> m = ThreadManager::create(std::move(options));
@@ -153,4 +153,4 @@ __attribute__((noinline)) inline std::size_t recurse(std::size_t depth) {
   return recurse(depth + 1) + frame[0];
 }
 
-}  // namespace tcr::testing
+}  // namespace tcr::test

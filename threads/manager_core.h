@@ -6,8 +6,6 @@
 // preset checks the marked fields and the TCR_REQUIRES(mutex) functions at every use.
 #pragma once
 
-#include <semaphore.h>
-
 #include <atomic>
 #include <condition_variable>
 #include <functional>
@@ -19,6 +17,7 @@
 
 #include "runtime/gc.h"
 #include "runtime/mutex.h"
+#include "runtime/os.h"
 #include "threads/tcr.h"
 #include "threads/thread_manager.h"
 
@@ -28,11 +27,22 @@ struct ForkLeftovers;  // threads/fork.h
 }
 
 // The start handshake between spawn() and the new thread. It lives on the spawner's stack; the
-// new thread fills it in, posts `started` and never touches it again.
+// new thread fills it in, posts and never touches it again. A futex word (os::wait_on_address),
+// not a POSIX sem_t, which Darwin does not have. The wake after the store may reach the address
+// once the spawner has returned and its stack is in other use: a futex wake reads no memory, and
+// whoever waits there then takes it as the spurious return every waiter re-checks for.
 struct StartHandshake {
-  sem_t started;
+  std::atomic<std::uint32_t> started{0};
   bool failed = false;
   Error error{Step::BadArgument, 0, {}, nullptr};
+
+  void post() {
+    started.store(1, std::memory_order_release);
+    os::wake_address(&started, false);
+  }
+  void wait() {
+    while (started.load(std::memory_order_acquire) == 0) os::wait_on_address(&started, 0);
+  }
 };
 
 class ManagerCore {
@@ -134,7 +144,7 @@ class ManagerCore {
   // Dead detached threads whose OS thread may still be running.
   Tcr* zombies TCR_GUARDED_BY(mutex) = nullptr;
   std::size_t managed_live TCR_GUARDED_BY(mutex) = 0;   // spawned threads from Reserved until Dead
-  std::size_t detached_live TCR_GUARDED_BY(mutex) = 0;  // of which detached; reap(true) waits
+  std::size_t detached_live TCR_GUARDED_BY(mutex) = 0;  // of which detached; reap waits for them
   std::size_t adopted_live TCR_GUARDED_BY(mutex) = 0;
   std::size_t dead_unreaped TCR_GUARDED_BY(mutex) = 0;
   // Free records holding their last thread's stack. Only reap_record puts a stack back (an

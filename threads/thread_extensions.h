@@ -7,6 +7,8 @@
 // running when an extension is registered is not attached to it. Thread-safe.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 
 #include "runtime/error.h"
@@ -24,5 +26,11 @@ inline constexpr std::size_t kMaxThreadExtensions = 4;
 
 // BadArgument when the table is full or an entry lacks a function.
 Result<void> register_thread_extension(const ThreadExtension& extension);
+
+// For a layer that learns of a thread only by its kernel tid (the userfaultfd listener: a fault
+// message names the faulting thread's tid): calls fn(tcr, context) for the live Tcr whose thread
+// has `tid`, while that Tcr cannot be freed (fn must not call into a manager); false if no tcr
+// thread has that tid, or the tid index could not be mapped (threads/tid_index.h).
+bool with_thread_of_tid(pid_t tid, void (*fn)(Tcr&, void*), void* context);
 
 }  // namespace tcr

@@ -54,11 +54,6 @@ std::size_t alt_stack_size() {
   return s_size;
 }
 
-void sem_wait_uninterrupted(sem_t* sem) {
-  while (sem_wait(sem) != 0 && errno == EINTR) {
-  }
-}
-
 // The pthread key whose destructor releases an adopted thread's Tcr when that thread exits.
 pthread_key_t adopted_key() {
   static const pthread_key_t s_key = [] {
@@ -428,7 +423,7 @@ void* ManagerCore::report_start_failure(Tcr* t, Error error) {
   hs->error = std::move(error);
   hs->failed = true;
   detail::t_current = nullptr;
-  sem_post(&hs->started);  // spawn() joins this thread and releases everything it acquired
+  hs->post();  // spawn() joins this thread and releases everything it acquired
   return nullptr;
 }
 
@@ -473,7 +468,7 @@ void* ManagerCore::thread_entry(void* arg) {
   log::debug("thread #{} '{}' started, tid {}", t->m_id, t->m_name, t->m_tid);
   StartHandshake* hs = std::exchange(t->m_handshake, nullptr);
   core->enter_registry(t);
-  sem_post(&hs->started);  // the last touch of the spawner's handshake
+  hs->post();  // the last touch of the spawner's handshake
 
   pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, nullptr);
   void* result = run_guarded(t);
@@ -606,7 +601,7 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   }
   const Result<bool> gc_register = core.gc_registration(options.gc, "spawn");
   if (!gc_register) return std::unexpected(gc_register.error());
-  (void)reap(false);  // detached threads that finished since the last spawn
+  (void)reap(ThreadManager::Reap::Exited);  // detached threads that finished since the last spawn
 
   Result<Tcr*> acquired = core.acquire_record(false);
   if (!acquired) return std::unexpected(acquired.error());
@@ -638,7 +633,8 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   const std::size_t total = page + stack + page + alt_stack_size();
   if (t->m_stack_map_size != total) ManagerCore::unmap_stack(t);
   if (t->m_stack_map == nullptr) {
-    Result<void*> map = os::mmap_anonymous(total, PROT_READ | PROT_WRITE, /*stack=*/true);
+    Result<void*> map = os::mmap_anonymous(total, PROT_READ | PROT_WRITE, /*stack=*/true,
+                                               Step::StackMmap);
     if (!map) {
       core.abandon_record(t);
       return std::unexpected(map.error());
@@ -647,7 +643,8 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
     t->m_stack_map_size = total;
     char* base = static_cast<char*>(*map);
     for (char* guard_page : {base, base + page + stack}) {
-      if (Result<void> guard = os::mprotect(guard_page, page, PROT_NONE); !guard) {
+      if (Result<void> guard = os::mprotect(guard_page, page, PROT_NONE, Step::StackGuardMprotect);
+          !guard) {
         core.abandon_record(t);  // unmaps the stack: a failed spawn returns its record bare
         return std::unexpected(guard.error());
       }
@@ -665,13 +662,11 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   // and recycle its record, before the handshake below returns.
   const std::uint64_t id = t->m_id;
   StartHandshake handshake;
-  sem_init(&handshake.started, 0, 0);
   t->m_handshake = &handshake;
   t->m_state.store(TcrState::Starting, std::memory_order_release);
   Result<pthread_t> thread = os::pthread_create(&attr, ManagerCore::thread_entry, t);
   pthread_attr_destroy(&attr);
   if (!thread) {
-    sem_destroy(&handshake.started);
     core.abandon_record(t);
     return std::unexpected(thread.error());
   }
@@ -683,8 +678,7 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   // After a successful start the record may already be reaped and reused (a quick detached
   // thread), so from here on only the handshake is read, and the record only on failure, when
   // the thread never entered the registry and nobody else can reach it.
-  sem_wait_uninterrupted(&handshake.started);
-  sem_destroy(&handshake.started);
+  handshake.wait();
   if (handshake.failed) {
     pthread_join(t->m_pthread, nullptr);
     Error error = std::move(handshake.error);
@@ -823,14 +817,16 @@ Result<Tcr*> ThreadManager::adopt_current_thread(std::string_view name, AdoptOpt
   t->m_handle = std::move(*handle);
   // Its own alternate signal stack, with a guard page below it, released at step 4.
   const std::size_t alt_map_size = page_size() + alt_stack_size();
-  Result<void*> alt_map = os::mmap_anonymous(alt_map_size, PROT_READ | PROT_WRITE);
+  Result<void*> alt_map =
+      os::mmap_anonymous(alt_map_size, PROT_READ | PROT_WRITE, false, Step::AltStackMmap);
   if (!alt_map) {
     core.abandon_record(t);
     return std::unexpected(alt_map.error());
   }
   t->m_alt_map = *alt_map;
   t->m_alt_map_size = alt_map_size;
-  if (Result<void> guard = os::mprotect(*alt_map, page_size(), PROT_NONE); !guard) {
+  if (Result<void> guard = os::mprotect(*alt_map, page_size(), PROT_NONE, Step::AltStackGuardMprotect);
+      !guard) {
     core.abandon_record(t);
     return std::unexpected(guard.error());
   }
@@ -918,11 +914,12 @@ void ThreadManager::for_each(const std::function<void(const Tcr&)>& fn) const {
   for (const Tcr* t : m_core->registry) fn(*t);
 }
 
-Result<std::size_t> ThreadManager::reap(bool wait) {
+Result<std::size_t> ThreadManager::reap(Reap how) {
+  const bool wait = how == Reap::WaitForRunning;
   ManagerCore& core = *m_core;
   if (wait && ManagerCore::caller_holds_a_stop()) {
     return fail(Step::BadArgument, 0,
-                "reap(wait) while this thread holds the world stopped: the threads it would wait "
+                "reap(WaitForRunning) while this thread holds the world stopped: the threads it would wait "
                 "for cannot finish");
   }
   // One of the manager's own threads cannot wait for detached threads to finish: it may be one,
@@ -939,7 +936,7 @@ Result<std::size_t> ThreadManager::reap(bool wait) {
         return core.detached_live == 0;
       });
       // Take only what this call will release. Not waiting: the zombies whose OS thread has
-      // ended (a try-join, under the lock, so a concurrent reap(true) never finds the list
+      // ended (a try-join, under the lock, so a concurrent reap(ThreadManager::Reap::WaitForRunning) never finds the list
       // empty while records are in flight elsewhere). Waiting: all of them; each is past step 6
       // and only returning from its start routine, so the pthread_join below is brief.
       Tcr** link = &core.zombies;
@@ -991,7 +988,7 @@ Result<void> ThreadManager::shutdown() {
     lock.wait(core.all_exited, [&]() TCR_REQUIRES(core.mutex) { return core.managed_live == 0; });
     adopted = core.adopted_live;
   }
-  (void)reap(true);  // cannot fail: the caller holds no stop (checked above)
+  (void)reap(ThreadManager::Reap::WaitForRunning);  // cannot fail: the caller holds no stop (checked above)
   if (adopted > 0 && !(adopted == 1 && Tcr::current() != nullptr &&
                        Tcr::current()->m_core == m_core.get())) {
     return fail(Step::AdoptedThreadsAlive, 0,

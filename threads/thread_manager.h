@@ -125,9 +125,6 @@ class ThreadManager {
   // Sends sig through the thread's cached kernel handle. Step::ThreadExited once it has exited.
   Result<void> signal(ThreadRef thread, int sig);
 
-  // The calling thread's Tcr, or nullptr.
-  static Tcr* current() { return Tcr::current(); }
-
   // Gives the calling foreign thread (one tcr did not create) a Tcr, as if spawned. Released
   // automatically when the thread exits, or earlier by release_current_thread().
   Result<Tcr*> adopt_current_thread(std::string_view name, AdoptOptions options = {});
@@ -142,12 +139,17 @@ class ThreadManager {
   // Calls fn for each live Tcr under the registry lock: fn must not call back into the manager.
   void for_each(const std::function<void(const Tcr&)>& fn) const;
 
-  // Reaps detached threads that have exited. With wait, first waits until every detached thread
-  // (but the caller) has finished its function, then waits for their OS threads to end, so
-  // afterwards none holds a stack or a kernel handle. Returns how many it reaped.
+  // What reap() waits for.
+  enum class Reap {
+    Exited,          // nothing: the detached threads that have exited
+    WaitForRunning,  // first every detached thread (but the caller) to finish, and its OS thread
+  };
+  // Reaps detached threads that have exited; with Reap::WaitForRunning, first waits until every
+  // detached thread (but the caller) has finished its function, then for their OS threads to
+  // end, so afterwards none holds a stack or a kernel handle. Returns how many it reaped.
   // Error BadArgument for a wait while the caller holds the world stopped (the threads cannot
-  // finish); reap(false) never fails.
-  Result<std::size_t> reap(bool wait = false);
+  // finish); reap(Reap::Exited) never fails.
+  Result<std::size_t> reap(Reap how = Reap::Exited);
 
   // Refuses new spawns and adoptions, waits for every spawned thread to end, reaps the detached
   // ones. Joinable threads stay joinable. Error AdoptedThreadsAlive if adopted threads remain

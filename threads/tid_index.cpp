@@ -8,6 +8,7 @@
 #include "runtime/fork.h"
 #include "runtime/os.h"
 #include "threads/tcr.h"
+#include "threads/thread_extensions.h"
 
 namespace tcr::detail {
 namespace {
@@ -40,7 +41,7 @@ Result<void> tid_index_init() {
   std::call_once(g_once, [&] {
     const std::size_t entries = pid_max();
     Result<void*> map = os::mmap_anonymous(entries * sizeof(std::atomic<Tcr*>),
-                                           PROT_READ | PROT_WRITE);
+                                           PROT_READ | PROT_WRITE, false, Step::TidIndexMmap);
     if (!map) {
       result = std::unexpected(map.error());
       return;
@@ -84,3 +85,11 @@ Tcr* tid_index_find_locked(pid_t tid) {
 }
 
 }  // namespace tcr::detail
+
+namespace tcr {
+
+bool with_thread_of_tid(pid_t tid, void (*fn)(Tcr&, void*), void* context) {
+  return detail::with_tcr_of_tid(tid, [&](Tcr& t) { fn(t, context); });
+}
+
+}  // namespace tcr

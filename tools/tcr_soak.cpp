@@ -91,7 +91,7 @@ Baseline: counted after the manager is created and --warmup threads have run and
   One-time allocations (Boehm's heap and marker threads, the logger, the first pidfd probe,
   glibc's per-thread malloc arena) happen there and are not leaks; anything that grows after it
   grows with the number of threads, which is what the seeds' leak did.
-Final: counted after manager.reap(true), so every detached thread has exited and been reaped.
+Final: counted after manager.reap(ThreadManager::Reap::WaitForRunning), so every detached thread has exited and been reaped.
   Both are taken after manager.trim(), which unmaps the stacks free records keep for reuse
   (bounded by ManagerOptions::cached_stacks; how many records overlapping exits needed can
   differ between the two moments).
@@ -195,7 +195,7 @@ int run(const SoakOptions& o) {
   for (std::size_t i = 0; i < *o.warmup; ++i) {
     if (auto r = one_thread(); !r) return fail_with(r.error(), "warm-up spawn");
   }
-  manager.reap(true);
+  manager.reap(ThreadManager::Reap::WaitForRunning);
   manager.trim();
   Summary summary;
   summary.baseline = ledger.snapshot();
@@ -227,7 +227,7 @@ int run(const SoakOptions& o) {
     progress.interval_done(sample);
     summary.intervals.push_back(std::move(sample));
   }
-  manager.reap(true);
+  manager.reap(ThreadManager::Reap::WaitForRunning);
   manager.trim();
   summary.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   summary.final_counts = ledger.snapshot();

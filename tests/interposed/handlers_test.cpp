@@ -137,7 +137,7 @@ class SignalSafety : public ::testing::Test {
   }
 };
 
-using testing::recurse;
+using test::recurse;
 
 TEST_F(SignalSafety, OverflowsTrapsStopsAndInterruptsNeitherAllocateLockNorLogOnTheAltStack) {
   ASSERT_TRUE(install_fault_handlers());

@@ -1,5 +1,5 @@
-// Regressions from the concurrency review: each test pins a path that once hung, aborted, leaked
-// or kept garbage alive.
+// Races around reaping, the GC and cancellation: each test pins a path that once hung, aborted,
+// leaked or kept garbage alive (found in the concurrency review).
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -12,36 +12,36 @@
 #include <thread>
 #include <vector>
 
-#include "test_support.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
 
-TEST(Regression, DetachedThreadsCallingReapWaitDoNotWaitForEachOther) {
-  auto m = testing::make_manager();
+TEST(LifecycleRaces, DetachedThreadsCallingReapWaitDoNotWaitForEachOther) {
+  auto m = test::make_manager();
   SpawnOptions detached;
   detached.detached = true;
   std::atomic<int> returned{0};
   for (int i = 0; i < 2; ++i) {
     ASSERT_TRUE(m->spawn("reaper", [&](Tcr&) {
-      m->reap(/*wait=*/true);  // once waited for detached_live == 1 each: forever
+      m->reap(ThreadManager::Reap::WaitForRunning);  // once waited for detached_live == 1 each: forever
       ++returned;
       return nullptr;
     }, detached));
   }
-  ASSERT_TRUE(testing::eventually([&] { return returned.load() == 2; }));
-  m->reap(true);
+  ASSERT_TRUE(test::eventually([&] { return returned.load() == 2; }));
+  m->reap(ThreadManager::Reap::WaitForRunning);
   EXPECT_EQ(m->stats().dead_unreaped, 0u);
 }
 
-TEST(Regression, ShutdownReapsEveryZombieEvenWithConcurrentNonBlockingReaps) {
+TEST(LifecycleRaces, ShutdownReapsEveryZombieEvenWithConcurrentNonBlockingReaps) {
   for (int round = 0; round < 50; ++round) {
-    auto m = testing::make_manager();
+    auto m = test::make_manager();
     SpawnOptions detached;
     detached.detached = true;
     for (int i = 0; i < 20; ++i) ASSERT_TRUE(m->spawn("z", [](Tcr&) { return nullptr; }, detached));
     std::thread nibbler([&] {
-      for (int i = 0; i < 50; ++i) m->reap(false);
+      for (int i = 0; i < 50; ++i) m->reap(ThreadManager::Reap::Exited);
     });
     ASSERT_TRUE(m->shutdown());
     EXPECT_EQ(m->stats().dead_unreaped, 0u) << "round " << round;
@@ -51,8 +51,8 @@ TEST(Regression, ShutdownReapsEveryZombieEvenWithConcurrentNonBlockingReaps) {
 
 // A thread the GC does not know allocating records must never start a collection: Boehm aborts
 // the process ("Collecting from unknown thread").
-TEST(Regression, UnregisteredThreadsSpawnAndAdoptWhileTheGcIsBusy) {
-  auto m = testing::make_manager();
+TEST(LifecycleRaces, UnregisteredThreadsSpawnAndAdoptWhileTheGcIsBusy) {
+  auto m = test::make_manager();
   std::atomic<bool> stop{false};
   Result<ThreadRef> garbage = m->spawn("garbage", [&](Tcr&) {
     while (!stop.load()) (void)GC_MALLOC(256);
@@ -84,8 +84,8 @@ TEST(Regression, UnregisteredThreadsSpawnAndAdoptWhileTheGcIsBusy) {
 std::atomic<long> g_collected{0};
 void count(void*, void*) { g_collected.fetch_add(1); }
 
-TEST(Regression, AReapedThreadsSlotsNoLongerKeepItsObjectsAlive) {
-  auto m = testing::make_manager();
+TEST(LifecycleRaces, AReapedThreadsSlotsNoLongerKeepItsObjectsAlive) {
+  auto m = test::make_manager();
   g_collected = 0;
   constexpr int kThreads = 32;
   sem_t go;
@@ -114,8 +114,8 @@ TEST(Regression, AReapedThreadsSlotsNoLongerKeepItsObjectsAlive) {
   sem_destroy(&go);
 }
 
-TEST(Regression, CancellingAThreadLeavesTheRegistryClean) {
-  auto m = testing::make_manager();
+TEST(LifecycleRaces, CancellingAThreadLeavesTheRegistryClean) {
+  auto m = test::make_manager();
   for (int i = 0; i < 20; ++i) {
     std::atomic<bool> started{false};
     std::atomic<pthread_t> self{};
@@ -125,7 +125,7 @@ TEST(Regression, CancellingAThreadLeavesTheRegistryClean) {
       for (;;) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a cancellation point
     });
     ASSERT_TRUE(t);
-    ASSERT_TRUE(testing::eventually([&] { return started.load(); }));
+    ASSERT_TRUE(test::eventually([&] { return started.load(); }));
     ASSERT_EQ(pthread_cancel(self.load()), 0);
     Result<void*> v = m->join(*t);
     ASSERT_TRUE(v) << v.error().message();
@@ -133,14 +133,14 @@ TEST(Regression, CancellingAThreadLeavesTheRegistryClean) {
   }
 }
 
-TEST(Regression, ACancelLeftPendingWhenTheFunctionReturnsDoesNotStrikeInsideShutdown) {
+TEST(LifecycleRaces, ACancelLeftPendingWhenTheFunctionReturnsDoesNotStrikeInsideShutdown) {
   ManagerOptions options;
   std::atomic<int> hooks{0};
   options.exit_hooks.push_back([&](Tcr&) {
     std::this_thread::sleep_for(std::chrono::microseconds(10));  // a cancellation point
     ++hooks;
   });
-  auto m = testing::make_manager(std::move(options));
+  auto m = test::make_manager(std::move(options));
   for (int i = 0; i < 20; ++i) {
     Result<ThreadRef> t = m->spawn("pending", [](Tcr&) -> void* {
       // Deferred and enabled: the cancel stays pending until the next cancellation point, which

@@ -90,34 +90,30 @@ mapfile -t runtime_files < <(sources runtime)
 report "runtime/ must not include threads/ or exceptions/:" \
   "$(grep_lines "$(include_of 'threads|exceptions')" "${runtime_files[@]}")"
 
-mapfile -t threads_files < <(sources threads)
-threads_hits=$(grep_lines "$(include_of exceptions)" "${threads_files[@]}")
-if [[ -n $threads_hits ]]; then
-  bad=""
+# only_public FROM TO LIST_NAME: FROM/ may include of TO/ only the headers in the variable LIST_NAME.
+only_public() {
+  local from=$1 to=$2 list=$3 hits line header bad=""
+  local -a files
+  mapfile -t files < <(sources "$from")
+  hits=$(grep_lines "$(include_of "$to")" "${files[@]}")
+  [[ -n $hits ]] || return 0
   while IFS= read -r line; do
-    header=$(sed -E 's|.*[<"](\.\./)*(exceptions/[^">]*)[">].*|\2|' <<<"$line")
-    [[ " $EXCEPTIONS_PUBLIC " == *" $header "* ]] || bad+="$line"$'\n'
-  done <<<"$threads_hits"
-  report "threads/ must not include exceptions/ internals (public ones are listed in EXCEPTIONS_PUBLIC in $0):" \
+    header=$(sed -E "s|.*[<\"](\\.\\./)*($to/[^\">]*)[\">].*|\\2|" <<<"$line")
+    [[ " ${!list} " == *" $header "* ]] || bad+="$line"$'\n'
+  done <<<"$hits"
+  report "$from/ must not include $to/ internals (public ones are listed in $list in $0):" \
     "${bad%$'\n'}"
-fi
+}
 
 # exceptions/ stands on threads/ through its public headers only: the API and the extension
 # interface. threads/ internals (manager_core.h, internal.h, tid_index.h, current.h, fork.h:
 # anything not listed) are threads/'s own.
 THREADS_FOR_EXCEPTIONS="threads/tcr.h threads/thread_extensions.h threads/thread_manager.h \
 threads/stop_world.h threads/interrupt.h threads/semaphore.h"
+mapfile -t threads_files < <(sources threads)
 mapfile -t exceptions_files < <(sources exceptions)
-exceptions_hits=$(grep_lines "$(include_of threads)" "${exceptions_files[@]}")
-if [[ -n $exceptions_hits ]]; then
-  bad=""
-  while IFS= read -r line; do
-    header=$(sed -E 's|.*[<"](\.\./)*(threads/[^">]*)[">].*|\2|' <<<"$line")
-    [[ " $THREADS_FOR_EXCEPTIONS " == *" $header "* ]] || bad+="$line"$'\n'
-  done <<<"$exceptions_hits"
-  report "exceptions/ must not include threads/ internals (public ones are listed in THREADS_FOR_EXCEPTIONS in $0):" \
-    "${bad%$'\n'}"
-fi
+only_public threads exceptions EXCEPTIONS_PUBLIC
+only_public exceptions threads THREADS_FOR_EXCEPTIONS
 
 mapfile -t core_files < <(sources runtime threads exceptions | grep -vE '_(linux|darwin)\.cpp$' || true)
 # One exception, on the compiler rather than the platform: runtime/thread_annotations.h spells

@@ -89,6 +89,14 @@ void fork_participate(const ForkParticipant& participant) {
   r.count.store(n + 1, std::memory_order_release);
 }
 
+// The lock is taken in one callback and let go in another: no analysis across them.
+ForkParticipant fork_guard(const char* name, ForkRank rank, Mutex& mutex) {
+  return ForkParticipant{
+      name, rank, [](void* m) TCR_NO_THREAD_SAFETY_ANALYSIS { static_cast<Mutex*>(m)->lock(); },
+      [](void* m) TCR_NO_THREAD_SAFETY_ANALYSIS { static_cast<Mutex*>(m)->unlock(); },
+      [](void* m) { recreate_in_child(*static_cast<Mutex*>(m)); }, &mutex};
+}
+
 ForkParticipant fork_guard(const char* name, ForkRank rank, std::mutex& mutex) {
   return ForkParticipant{
       name, rank, [](void* m) { static_cast<std::mutex*>(m)->lock(); },

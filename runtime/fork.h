@@ -16,6 +16,8 @@
 #include <mutex>
 #include <new>
 
+#include "runtime/mutex.h"
+
 namespace tcr {
 
 // The lock order across tcr, outermost first. Each rank names what its participants hold.
@@ -47,6 +49,7 @@ void fork_participate(const ForkParticipant& participant);
 // The participant for one plain mutex: prepare locks it, the parent unlocks it, the child
 // re-creates it unlocked.
 ForkParticipant fork_guard(const char* name, ForkRank rank, std::mutex& mutex);
+ForkParticipant fork_guard(const char* name, ForkRank rank, Mutex& mutex);
 
 // Re-creates `object` in place, without destroying it: for locks and condition variables in a
 // forked child, where a thread that no longer exists may hold or wait on them (destroying a

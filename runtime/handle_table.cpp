@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/fork.h"
+#include "runtime/mutex.h"
 #include "runtime/os.h"
 
 namespace tcr {
@@ -27,13 +28,13 @@ namespace {
 
 // The table's state, indexed by fd. serial 0 marks a free slot.
 struct State {
-  mutable std::mutex mutex;
-  std::vector<HandleEntry> by_fd;
-  std::uint64_t next_serial = 1;
+  mutable Mutex mutex;
+  std::vector<HandleEntry> by_fd TCR_GUARDED_BY(mutex);
+  std::uint64_t next_serial TCR_GUARDED_BY(mutex) = 1;
 
-  HandleEntry& at(int fd) { return by_fd[static_cast<std::size_t>(fd)]; }
+  HandleEntry& at(int fd) TCR_REQUIRES(mutex) { return by_fd[static_cast<std::size_t>(fd)]; }
 
-  void unlink(HandleEntry& e) {
+  void unlink(HandleEntry& e) TCR_REQUIRES(mutex) {
     if (e.chain == nullptr) return;
     if (e.prev >= 0) {
       at(e.prev).next = e.next;
@@ -45,8 +46,7 @@ struct State {
     e.prev = e.next = -1;
   }
 
-  // Under the lock.
-  std::uint64_t add(int fd, HandleKind kind, const HandleTag& tag, int tid) {
+  std::uint64_t add(int fd, HandleKind kind, const HandleTag& tag, int tid) TCR_REQUIRES(mutex) {
     if (static_cast<std::size_t>(fd) >= by_fd.size()) {
       by_fd.resize(std::max<std::size_t>(static_cast<std::size_t>(fd) + 1, by_fd.size() * 2),
                    HandleEntry{});
@@ -73,7 +73,7 @@ struct State {
 
   // Closed while the lock is held: no add() for a reused fd number can slip in between the close
   // and the clearing of the entry.
-  void close_entry(HandleEntry& e) {
+  void close_entry(HandleEntry& e) TCR_REQUIRES(mutex) {
     unlink(e);
     os::close(e.fd);
     e = HandleEntry{};
@@ -100,7 +100,7 @@ HandleTable& HandleTable::instance() {
 
 std::uint64_t HandleTable::add(int fd, HandleKind kind, const HandleTag& tag, int tid) {
   State& s = state();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   return s.add(fd, kind, tag, tid);
 }
 
@@ -108,7 +108,7 @@ Result<HandleTable::Opened> HandleTable::open(HandleKind kind, const HandleTag& 
                                               Result<int> (*opener)(void* context),
                                               void* context) {
   State& s = state();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   Result<int> fd = opener(context);
   if (!fd) return std::unexpected(fd.error());
   try {
@@ -121,7 +121,7 @@ Result<HandleTable::Opened> HandleTable::open(HandleKind kind, const HandleTag& 
 
 bool HandleTable::close(int fd, std::uint64_t serial) {
   State& s = state();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   if (fd < 0 || static_cast<std::size_t>(fd) >= s.by_fd.size()) return false;
   HandleEntry& e = s.at(fd);
   if (e.serial == 0 || e.serial != serial) return false;
@@ -131,7 +131,7 @@ bool HandleTable::close(int fd, std::uint64_t serial) {
 
 std::size_t HandleTable::close_others(HandleChain& chain, HandleKind kind, int keep_fd) {
   State& s = state();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   std::size_t closed = 0;
   for (int fd = chain.head; fd >= 0;) {
     HandleEntry& e = s.at(fd);
@@ -146,7 +146,7 @@ std::size_t HandleTable::close_others(HandleChain& chain, HandleKind kind, int k
 
 std::size_t HandleTable::close_chain(HandleChain& chain) {
   State& s = state();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   std::size_t closed = 0;
   while (chain.head >= 0) {
     s.close_entry(s.at(chain.head));
@@ -157,13 +157,13 @@ std::size_t HandleTable::close_chain(HandleChain& chain) {
 
 void HandleTable::detach_chain(HandleChain& chain) {
   State& s = state();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   while (chain.head >= 0) s.unlink(s.at(chain.head));
 }
 
 std::size_t HandleTable::count(std::uint64_t tcr_id, HandleKind kind) const {
   State& s = state();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   return static_cast<std::size_t>(std::count_if(s.by_fd.begin(), s.by_fd.end(), [&](const HandleEntry& e) {
     return e.serial != 0 && e.tcr_id == tcr_id && e.kind == kind;
   }));
@@ -171,7 +171,7 @@ std::size_t HandleTable::count(std::uint64_t tcr_id, HandleKind kind) const {
 
 bool HandleTable::lookup(int fd, HandleEntry* out) const {
   State& s = state();
-  std::lock_guard lock(s.mutex);
+  MutexLock lock(s.mutex);
   if (fd < 0 || static_cast<std::size_t>(fd) >= s.by_fd.size()) return false;
   const HandleEntry& e = s.by_fd[static_cast<std::size_t>(fd)];
   if (e.serial == 0) return false;
@@ -183,7 +183,7 @@ void HandleTable::for_each(const std::function<void(const HandleEntry&)>& fn) co
   std::vector<HandleEntry> copy;
   {
     State& s = state();
-    std::lock_guard lock(s.mutex);
+    MutexLock lock(s.mutex);
     for (const HandleEntry& e : s.by_fd) {
       if (e.serial != 0) copy.push_back(e);
     }

@@ -10,10 +10,11 @@
 
 #include "exceptions/region_table.h"
 #include "exceptions/stack_guard.h"
-#include "exceptions/tcr_access.h"
 #include "runtime/fork.h"
 #include "runtime/log.h"
 #include "runtime/machine_context.h"
+#include "threads/tcr.h"
+#include "threads/thread_extensions.h"
 
 namespace tcr {
 namespace {
@@ -44,7 +45,7 @@ bool resolve_region_fault(void* address, machine::FaultAccess access) {
       *region.get(), region->page_of(address),
       [prot](void* page, std::size_t size) { return ::mprotect(page, size, prot) == 0; },
       [self](int delta) {
-        if (self != nullptr) detail::ExceptionsAccess::count_trap(*self, delta);
+        if (self != nullptr) count_trap(*self, delta);
       },
       &counted);
 }

@@ -14,7 +14,6 @@
 #include "exceptions/fork_hooks.h"
 #include "exceptions/listener_internal.h"
 #include "exceptions/region_table.h"
-#include "exceptions/tcr_access.h"
 #include "runtime/fork.h"
 #include "runtime/log.h"
 #include "runtime/os.h"
@@ -54,13 +53,13 @@ ListenerState& state() {
 // it found one.
 bool attribute(const detail::FaultMessage& m, int delta) {
   if (m.tcr != nullptr) {
-    detail::ExceptionsAccess::count_trap(*m.tcr, delta);
+    count_trap(*m.tcr, delta);
     return true;
   }
   return m.tid != 0 && with_thread_of_tid(
                            m.tid,
                            [](Tcr& t, void* d) {
-                             detail::ExceptionsAccess::count_trap(t, *static_cast<int*>(d));
+                             count_trap(t, *static_cast<int*>(d));
                            },
                            &delta);
 }

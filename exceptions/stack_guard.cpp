@@ -2,8 +2,9 @@
 
 #include <cstdint>
 
-#include "exceptions/tcr_access.h"
 #include "runtime/machine_context.h"
+#include "threads/tcr.h"
+#include "threads/thread_extensions.h"
 
 namespace tcr::detail {
 namespace {
@@ -26,7 +27,7 @@ void escape_if_stack_overflow(void* fault_address, void* ucontext) {
     machine::capture_from_ucontext(ucontext, regs);
     overflow = regs.sp < low && regs.sp + kFarBelow >= low && addr < low && addr + kFarBelow >= low;
   }
-  if (overflow) ExceptionsAccess::escape_overflow(*t, fault_address);
+  if (overflow) escape_stack_overflow(*t, fault_address);
 }
 
 }  // namespace tcr::detail

@@ -29,13 +29,11 @@ const char* to_string(HandleMode mode);
 HandleMode detected_handle_mode();
 
 // Proof that the caller may signal the thread: it holds the lock that keeps the thread registered
-// (the ThreadManager's registry lock). Only the thread manager makes one.
+// (the ThreadManager's registry lock). Only that layer makes one, by deriving (threads/record.h:
+// RegistryPermit); runtime/ names no class of the layers above it.
 class SignalPermit {
- private:
+ protected:
   SignalPermit() = default;
-  friend class ThreadManager;
-  friend class ManagerCore;
-  friend class SignalPermitForTesting;
 };
 
 class KernelThreadHandle {

@@ -21,9 +21,10 @@ namespace tcr {
 
 // Tests may sign permits: they play the registry's part and keep the thread alive themselves, or
 // show what a signal through a handle does once it is not.
-class SignalPermitForTesting {
+class SignalPermitForTesting : public SignalPermit {
  public:
-  static SignalPermit make() { return SignalPermit{}; }
+  SignalPermitForTesting() = default;
+  static SignalPermitForTesting make() { return SignalPermitForTesting(); }
 };
 
 }  // namespace tcr

@@ -3,8 +3,8 @@
 #pragma once
 
 namespace tcr {
-class Tcr;
+class ThreadRecord;
 namespace detail {
-inline thread_local Tcr* t_current = nullptr;
+inline thread_local ThreadRecord* t_current = nullptr;
 }  // namespace detail
 }  // namespace tcr

@@ -96,8 +96,8 @@ void fork_untrack(ManagerCore& core) {
 
 void ManagerCore::fork_prepare_stop() {
   // The forking thread's own stop is held already, and stays held in both processes.
-  const Tcr* self = Tcr::current();
-  fork_stop_ours = self != nullptr && self->m_core == this &&
+  const ThreadRecord* self = detail::t_current;
+  fork_stop_ours = self != nullptr && self->core == this &&
                    stop_owner.load(std::memory_order_acquire) == self;
   if (!fork_stop_ours) stop_mutex.lock();
 }
@@ -126,8 +126,8 @@ void ManagerCore::fork_parent_registry() {
 
 // The lock is "released" by recreating it (the analysis sees it still held).
 void ManagerCore::fork_child_registry(detail::ForkLeftovers& left) TCR_NO_THREAD_SAFETY_ANALYSIS {
-  Tcr* self = Tcr::current();
-  Tcr* survivor = self != nullptr && self->m_core == this ? self : nullptr;
+  ThreadRecord* self = detail::t_current;
+  ThreadRecord* survivor = self != nullptr && self->core == this ? self : nullptr;
   const bool stop_kept = fork_stop_ours;
   // Lists and counts are rebuilt from `records`, which holds every record the manager has: a
   // record in flight in a thread of the parent (a reaper's, a spawner's) is on no list.
@@ -147,7 +147,7 @@ void ManagerCore::fork_child_registry(detail::ForkLeftovers& left) TCR_NO_THREAD
     world_stopped = false;
     stopped.clear();
   }
-  for (Tcr* t : records) {
+  for (ThreadRecord* t : records) {
     if (t == survivor) {
       keep_in_child(t, left);
       continue;
@@ -160,7 +160,7 @@ void ManagerCore::fork_child_registry(detail::ForkLeftovers& left) TCR_NO_THREAD
     if (stop_kept) {
       // The StoppedWorld the forking thread holds lists these threads' stacks: they stay mapped
       // until its outermost resume_all (release_fork_orphans_locked).
-      t->m_next = fork_orphans;
+      t->next = fork_orphans;
       fork_orphans = t;
     } else {
       free_in_child_locked(t);
@@ -170,99 +170,100 @@ void ManagerCore::fork_child_registry(detail::ForkLeftovers& left) TCR_NO_THREAD
   recreate_in_child(mutex);
 }
 
-void ManagerCore::keep_in_child(Tcr* t, detail::ForkLeftovers& left) {
+void ManagerCore::keep_in_child(ThreadRecord* t, detail::ForkLeftovers& left) {
   // The inherited handle names the parent's thread (a pidfd; in tgkill mode, its tid): a signal
   // through it would reach the parent. The child's thread gets one of its own.
   detail::tid_index_withdraw(t);
-  t->m_handle.release();
-  t->m_tid = os::gettid();
+  t->os.handle.release();
+  t->os.tid = os::gettid();
   Result<KernelThreadHandle> handle = KernelThreadHandle::open_current(mode, t->handle_tag());
   if (!handle) {
     log::warn("fork: thread #{} '{}' gets no pidfd in the child ({}); it is signalled by its "
               "thread id instead",
-              t->m_id, t->m_name, handle.error().message());
+              t->run.id, t->run.name, handle.error().message());
     handle = KernelThreadHandle::open_current(HandleMode::Tgkill, t->handle_tag());
   }
-  t->m_handle = std::move(*handle);
-  if (options.mach_space != nullptr) t->m_mach_port = options.mach_space->current_thread_port();
+  t->os.handle = std::move(*handle);
+  if (options.mach_space != nullptr) t->os.mach_port = options.mach_space->current_thread_port();
   detail::tid_index_publish(t);
-  t->m_registry_index = 0;
+  t->registry_index = 0;
   registry.push_back(t);  // capacity kept by clear(): no allocation
-  if (t->m_adopted) {
+  if (t->os.adopted) {
     adopted_live = 1;
   } else {
     managed_live = 1;
-    detached_live = t->m_detached ? 1 : 0;
+    detached_live = t->run.detached ? 1 : 0;
   }
-  t->m_joining = false;  // a joiner it had is a thread of the parent
+  t->run.joining = false;  // a joiner it had is a thread of the parent
   // Interrupts queued for it are not inherited, as pending signals are not: they run in the
   // parent, and settle Undelivered here. The closure it may be running itself goes on.
-  forget_mailbox(t, left);
-  t->m_exited.forget_waiters();
-  t->m_stop_ack_sem.forget_waiters();
+  forget_mailbox(t, left, /*close=*/false);
+  t->run.exited.forget_waiters();
+  t->os.stop.ack_sem.forget_waiters();
 }
 
-void ManagerCore::forget_in_child(Tcr* t, detail::ForkLeftovers& left) {
+void ManagerCore::forget_in_child(ThreadRecord* t, detail::ForkLeftovers& left) {
   // Its kernel handles name a thread of the parent: the child's copies are closed, every one in
   // its chain (its own, which a thread starting up may not have stored in the record yet, and
   // the extras a runtime opened for it: its exit, which would have closed them, never comes).
-  HandleTable::instance().close_chain(t->m_handle_chain);
-  t->m_handle.release();  // already closed: forgets the fd
+  HandleTable::instance().close_chain(t->os.handle_chain);
+  t->os.handle.release();  // already closed: forgets the fd
   detail::tid_index_withdraw(t);
   // An adopted thread's alternate stack is our mapping; a spawned thread's is in its stack.
-  unmap_alt_stack(t);
-  t->m_alt_stack = nullptr;
-  t->m_alt_stack_size = 0;
-  t->m_extensions = 0;
-  t->m_gc_registered = false;  // Boehm's child step kept only the forking thread
-  t->m_handshake = nullptr;    // on a spawner's stack, in the parent
-  detail::ForkLeftovers::keep(left.functions, std::move(t->m_fn));
-  t->m_fn = nullptr;
-  detail::ForkLeftovers::keep(left.exceptions, std::move(t->m_exception));
-  detail::ForkLeftovers::keep(left.cores, std::move(t->m_core_ref));
+  t->os.alt.forget();
+  t->os.extensions = 0;
+  t->os.gc_registered = false;  // Boehm's child step kept only the forking thread
+  t->run.handshake = nullptr;    // on a spawner's stack, in the parent
+  detail::ForkLeftovers::keep(left.functions, std::move(t->run.fn));
+  t->run.fn = nullptr;
+  detail::ForkLeftovers::keep(left.exceptions, std::move(t->run.exception));
+  detail::ForkLeftovers::keep(left.cores, std::move(t->core_ref));
   // A thread of the parent may have held its mailbox lock; its closure in progress, if any,
   // never ends here.
-  recreate_in_child(t->m_mailbox_mutex);
-  if (detail::InterruptState* running = std::exchange(t->m_interrupt_running, nullptr)) {
+  recreate_in_child(t->run.mailbox.mutex);
+  if (detail::InterruptState* running = std::exchange(t->run.mailbox.current, nullptr)) {
     running->abandon();
   }
-  forget_mailbox(t, left);
-  t->m_mailbox_open = false;
-  t->m_running_interrupts = false;
-  t->m_wait_word.store(nullptr, std::memory_order_relaxed);
-  t->m_exited.forget_waiters();
-  t->m_stop_ack_sem.forget_waiters();
-  t->m_id = 0;  // ThreadRefs to it answer StaleThread from now on
-  t->m_state.store(TcrState::Free, std::memory_order_release);  // nothing waits for it
+  forget_mailbox(t, left, /*close=*/true);
+  t->run.mailbox.running = false;
+  t->run.mailbox.wait_word.store(nullptr, std::memory_order_relaxed);
+  t->run.exited.forget_waiters();
+  t->os.stop.ack_sem.forget_waiters();
+  t->run.id = 0;  // ThreadRefs to it answer StaleThread from now on
+  t->run.state.store(TcrState::Free, std::memory_order_release);  // nothing waits for it
 }
 
-void ManagerCore::forget_mailbox(Tcr* t, detail::ForkLeftovers& left) {
-  for (std::shared_ptr<detail::InterruptState>& st : t->m_mailbox) {
+void ManagerCore::forget_mailbox(ThreadRecord* t, detail::ForkLeftovers& left, bool close) {
+  // Free here: the survivor's is taken by others only under the registry lock (held through
+  // the fork), and a forgotten thread's was made anew.
+  MailboxLock lock(t->run.mailbox);
+  if (close) t->run.mailbox.is_open = false;
+  for (std::shared_ptr<detail::InterruptState>& st : t->run.mailbox.queue) {
     st->abandon();
     detail::ForkLeftovers::keep(left.interrupts, std::move(st));
   }
-  t->m_mailbox.clear();
-  t->m_interrupt_pending.store(false, std::memory_order_relaxed);
+  t->run.mailbox.queue.clear();
+  t->run.mailbox.pending.store(false, std::memory_order_relaxed);
   // A wake-up signal on its way went to the parent's thread; the child's has none pending.
-  t->m_wake_signal_pending.store(false, std::memory_order_relaxed);
+  t->run.mailbox.wake_signal_pending.store(false, std::memory_order_relaxed);
 }
 
-void ManagerCore::free_in_child_locked(Tcr* t) {
+void ManagerCore::free_in_child_locked(ThreadRecord* t) {
   // As reap_record: the stack stays for reuse while the cache has room. No thread runs on it:
   // glibc forgets, in the child, the threads that ran on stacks it did not allocate.
-  if (t->m_stack_map != nullptr) {
+  if (t->os.stack.mapped()) {
     if (cached_stacks < options.cached_stacks) {
       ++cached_stacks;
     } else {
-      unmap_stack(t);
+      t->os.stack.release();
     }
   }
   free_record_locked(t);
 }
 
 void ManagerCore::release_fork_orphans_locked() {
-  while (Tcr* t = fork_orphans) {
-    fork_orphans = t->m_next;
+  while (ThreadRecord* t = fork_orphans) {
+    fork_orphans = t->next;
     free_in_child_locked(t);
   }
 }

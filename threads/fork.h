@@ -22,6 +22,7 @@
 namespace tcr {
 class ManagerCore;
 namespace detail {
+struct InterruptState;  // threads/interrupt.h
 
 // A manager takes part in every fork from its creation to its destruction.
 void fork_track(ManagerCore& core);

@@ -50,106 +50,106 @@ Result<void> InterruptTicket::wait() const {
               "interrupt to thread #" + std::to_string(m_state->target) + " undelivered");
 }
 
-namespace detail {
+// ---- the mailbox ------------------------------------------------------------------------------
 
-MailboxLock::MailboxLock(Tcr& t) : m_tcr(t) {
-  block_manager_signals(&m_old_mask);
-  t.m_mailbox_mutex.lock();
+MailboxLock::MailboxLock(InterruptMailbox& box) : m_box(box) {
+  detail::block_manager_signals(&m_old_mask);
+  box.mutex.lock();
 }
 
 MailboxLock::~MailboxLock() {
-  m_tcr.m_mailbox_mutex.unlock();
+  m_box.mutex.unlock();
   pthread_sigmask(SIG_SETMASK, &m_old_mask, nullptr);
 }
 
-// Runs one closure on its thread. It counts as delivered once it has run, also when it throws
-// (logged, whatever it threw) or unwinds the thread (pthread_exit: the unwinding goes on after
-// the outcome is set).
-void InterruptAccess::run_one(Tcr& t, InterruptState& st) {
-  struct Settle {
-    Tcr& t;
-    InterruptState& st;
-    int cancel_state;
-    ~Settle() {
-      t.m_interrupt_running = nullptr;
-      pthread_setcancelstate(cancel_state, nullptr);
-      st.settle(InterruptOutcome::Delivered);
-    }
-  } settle{t, st, PTHREAD_CANCEL_DISABLE};
-  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &settle.cancel_state);
-  t.m_interrupt_running = &st;
-  ManagerCore::run_interrupt_closure(st.fn, t);
-}
-
-std::shared_ptr<InterruptState> InterruptAccess::pop(Tcr& t, bool close_when_empty) {
-  MailboxLock lock(t);
-  if (t.m_mailbox.empty()) {
-    t.m_interrupt_pending.store(false, std::memory_order_relaxed);
-    if (close_when_empty) t.m_mailbox_open = false;
+std::shared_ptr<detail::InterruptState> InterruptMailbox::pop(bool close_when_empty) {
+  MailboxLock lock(*this);
+  if (queue.empty()) {
+    pending.store(false, std::memory_order_relaxed);
+    if (close_when_empty) is_open = false;
     return nullptr;
   }
-  std::shared_ptr<InterruptState> next = std::move(t.m_mailbox.front());
-  t.m_mailbox.pop_front();
+  std::shared_ptr<detail::InterruptState> next = std::move(queue.front());
+  queue.pop_front();
   return next;
 }
 
-void InterruptAccess::wake_from_handler(Tcr& t) {
+void InterruptMailbox::wake_from_handler() {
   // First: an interrupt() from now on sends a signal of its own (this one is spent). Before the
   // wait word is read, so a wait that begins after this load is woken by that next signal, or
-  // sees m_interrupt_pending itself before it sleeps.
-  t.m_wake_signal_pending.store(false, std::memory_order_seq_cst);
-  if (std::atomic<std::uint32_t>* word = t.m_wait_word.load(std::memory_order_seq_cst)) {
+  // sees `pending` itself before it sleeps.
+  wake_signal_pending.store(false, std::memory_order_seq_cst);
+  if (std::atomic<std::uint32_t>* word = wait_word.load(std::memory_order_seq_cst)) {
     word->fetch_add(1, std::memory_order_seq_cst);
     os::wake_address(word, true);
   }
 }
 
-bool InterruptAccess::can_run(const Tcr& t) {
-  // Not inside a closure (they do not nest: FIFO order means one finishes before the next
-  // starts), and not inside a BlockingScope (the thread must not touch the heap there; the
-  // scope's end runs them).
-  return !t.m_running_interrupts && t.m_blocking_depth == 0;
+void InterruptMailbox::open() {
+  MailboxLock lock(*this);
+  queue.clear();
+  is_open = true;
+  pending.store(false, std::memory_order_relaxed);
+  wake_signal_pending.store(false, std::memory_order_relaxed);
+  running = false;
+  wait_word.store(nullptr, std::memory_order_relaxed);
 }
 
+// ---- the safe points ---------------------------------------------------------------------------
+
 namespace {
+
+// Runs one closure on its thread. It counts as delivered once it has run, also when it throws
+// (logged, whatever it threw) or unwinds the thread (pthread_exit: the unwinding goes on after
+// the outcome is set).
+void run_one(ThreadRecord& t, detail::InterruptState& st) {
+  struct Settle {
+    ThreadRecord& t;
+    detail::InterruptState& st;
+    int cancel_state;
+    ~Settle() {
+      t.run.mailbox.current = nullptr;
+      pthread_setcancelstate(cancel_state, nullptr);
+      st.settle(InterruptOutcome::Delivered);
+    }
+  } settle{t, st, PTHREAD_CANCEL_DISABLE};
+  pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &settle.cancel_state);
+  t.run.mailbox.current = &st;
+  ManagerCore::run_interrupt_closure(st.fn, t);
+}
+
 // Marks the thread as running its closures for as long as the scope lasts, also when a closure
 // unwinds the thread (pthread_exit), so the mark never outlives the closures.
 struct RunningInterrupts {
-  Tcr& t;
-  explicit RunningInterrupts(Tcr& tcr) : t(tcr) { InterruptAccess::set_running(t, true); }
-  ~RunningInterrupts() { InterruptAccess::set_running(t, false); }
+  InterruptMailbox& box;
+  explicit RunningInterrupts(InterruptMailbox& b) : box(b) { box.running = true; }
+  ~RunningInterrupts() { box.running = false; }
 };
+
 }  // namespace
 
-void InterruptAccess::set_running(Tcr& t, bool running) { t.m_running_interrupts = running; }
+bool detail::can_run_interrupts(const ThreadRecord& t) {
+  // Not inside a closure (they do not nest: FIFO order means one finishes before the next
+  // starts), and not inside a BlockingScope (the thread must not touch the heap there; the
+  // scope's end runs them).
+  return !t.run.mailbox.running && t.os.stop.blocking_depth == 0;
+}
 
-std::size_t InterruptAccess::run_pending(Tcr& t) {
-  if (!t.m_interrupt_pending.load(std::memory_order_acquire) || !can_run(t)) return 0;
-  RunningInterrupts running(t);
+std::size_t detail::run_pending_interrupts(ThreadRecord& t) {
+  if (!t.run.mailbox.pending.load(std::memory_order_acquire) || !can_run_interrupts(t)) return 0;
+  RunningInterrupts running(t.run.mailbox);
   std::size_t ran = 0;
-  while (std::shared_ptr<InterruptState> next = pop(t, false)) {
+  while (std::shared_ptr<detail::InterruptState> next = t.run.mailbox.pop(false)) {
     run_one(t, *next);
     ++ran;
   }
   return ran;
 }
 
-void InterruptAccess::drain_at_exit(Tcr& t) {
-  RunningInterrupts running(t);
-  while (std::shared_ptr<InterruptState> next = pop(t, true)) run_one(t, *next);
+void detail::drain_interrupts_at_exit(ThreadRecord& t) {
+  RunningInterrupts running(t.run.mailbox);
+  while (std::shared_ptr<detail::InterruptState> next = t.run.mailbox.pop(true)) run_one(t, *next);
 }
-
-void InterruptAccess::open(Tcr& t) {
-  MailboxLock lock(t);
-  t.m_mailbox.clear();
-  t.m_mailbox_open = true;
-  t.m_interrupt_pending.store(false, std::memory_order_relaxed);
-  t.m_wake_signal_pending.store(false, std::memory_order_relaxed);
-  t.m_running_interrupts = false;
-  t.m_wait_word.store(nullptr, std::memory_order_relaxed);
-}
-
-}  // namespace detail
 
 // ---- ThreadManager -----------------------------------------------------------------------------
 
@@ -170,38 +170,38 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
   MutexLock lock(core.mutex);
   // The manager is checked before the record is touched (another manager's may be freed); a
   // stale ref is no error here: its thread exited (ids are never reused), so Undelivered.
-  Result<Tcr*> found = core.record_of(ref, "interrupt");
+  Result<ThreadRecord*> found = core.record_of(ref, "interrupt");
   if (!found && found.error().step != Step::StaleThread) return std::unexpected(found.error());
-  Tcr* t = ref.m_tcr;
+  ThreadRecord* t = record(ref.m_tcr);
   const TcrState state = found ? t->state() : TcrState::Dead;
   if (state != TcrState::Running && state != TcrState::Exiting) {
     st->settle(InterruptOutcome::Undelivered);
     return ticket;
   }
   {
-    detail::MailboxLock mailbox(*t);
-    if (!t->m_mailbox_open) {
+    MailboxLock mailbox(t->run.mailbox);
+    if (!t->run.mailbox.is_open) {
       st->settle(InterruptOutcome::Undelivered);  // past its last safe point
       return ticket;
     }
     try {
-      t->m_mailbox.push_back(st);
+      t->run.mailbox.queue.push_back(st);
     } catch (const std::bad_alloc&) {
       return fail(Step::TcrAllocate, ENOMEM, "interrupt mailbox");
     }
-    t->m_interrupt_pending.store(true, std::memory_order_seq_cst);
+    t->run.mailbox.pending.store(true, std::memory_order_seq_cst);
   }
   // One wake-up signal at a time: while one is on its way (its handler has not run), it will
   // wake whatever wait the thread is in, and that wait sees the closure queued above.
-  if (t->m_wake_signal_pending.exchange(true, std::memory_order_seq_cst)) return ticket;
-  Result<void> sent = t->m_handle.signal(detail::manager_signals().interrupt, SignalPermit{});
+  if (t->run.mailbox.wake_signal_pending.exchange(true, std::memory_order_seq_cst)) return ticket;
+  Result<void> sent = t->os.handle.signal(detail::manager_signals().interrupt, RegistryPermit{});
   if (!sent) {
-    t->m_wake_signal_pending.store(false, std::memory_order_seq_cst);
+    t->run.mailbox.wake_signal_pending.store(false, std::memory_order_seq_cst);
     // Not woken, so not queued either: take the closure back unless the thread already has it.
-    detail::MailboxLock mailbox(*t);
-    for (auto it = t->m_mailbox.begin(); it != t->m_mailbox.end(); ++it) {
+    MailboxLock mailbox(t->run.mailbox);
+    for (auto it = t->run.mailbox.queue.begin(); it != t->run.mailbox.queue.end(); ++it) {
       if (*it == st) {
-        t->m_mailbox.erase(it);
+        t->run.mailbox.queue.erase(it);
         Error e = sent.error();
         e.detail = "interrupting thread #" + std::to_string(ref.m_id);
         return std::unexpected(std::move(e));
@@ -212,8 +212,8 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
 }
 
 std::size_t ThreadManager::poll() {
-  Tcr* t = detail::t_current;
-  return t == nullptr ? 0 : detail::InterruptAccess::run_pending(*t);
+  ThreadRecord* t = detail::t_current;
+  return t == nullptr ? 0 : detail::run_pending_interrupts(*t);
 }
 
 void ThreadManager::sleep_for(std::chrono::nanoseconds duration) {

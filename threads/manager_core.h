@@ -18,7 +18,7 @@
 #include "runtime/gc.h"
 #include "runtime/mutex.h"
 #include "runtime/os.h"
-#include "threads/tcr.h"
+#include "threads/record.h"
 #include "threads/thread_manager.h"
 
 namespace tcr {
@@ -65,17 +65,17 @@ class ManagerCore {
 
   // Takes a record from the free list (or allocates one), gives it a fresh id and marks it
   // Reserved; counts it as live so shutdown() waits for it. ManagerShutDown after shutdown().
-  Result<Tcr*> acquire_record(bool adopted) TCR_EXCLUDES(mutex);
+  Result<ThreadRecord*> acquire_record(bool adopted) TCR_EXCLUDES(mutex);
   // Allocates a Free record and adds it to `records`; called without the registry lock.
-  Result<Tcr*> new_record() TCR_EXCLUDES(mutex, arena_mutex);
+  Result<ThreadRecord*> new_record() TCR_EXCLUDES(mutex, arena_mutex);
   // Gives back a record whose thread never ran (a failed spawn or adoption), and its stack.
-  void abandon_record(Tcr* t) TCR_EXCLUDES(mutex);
+  void abandon_record(ThreadRecord* t) TCR_EXCLUDES(mutex);
   // Under the lock: puts a record on the free list with its slots cleared, so a reaped thread's
   // GC objects are not kept alive by a record waiting for reuse.
-  void free_record_locked(Tcr* t) TCR_REQUIRES(mutex);
+  void free_record_locked(ThreadRecord* t) TCR_REQUIRES(mutex);
   // The thread is gone: releases its last kernel-handle reference and its stack, and returns the
   // record to the free list. The caller must have made sure nothing else can reach the record.
-  void reap_record(Tcr* t) TCR_EXCLUDES(mutex);
+  void reap_record(ThreadRecord* t) TCR_EXCLUDES(mutex);
 
   // Whether the calling thread holds a stopped world (of its own manager: the only one it may
   // stop). Then it must not wait for any thread to finish: spawn, join, reap(wait), shutdown and
@@ -83,66 +83,65 @@ class ManagerCore {
   static bool caller_holds_a_stop();
   // Waits until a Dead thread's OS thread is gone (pthread_join); false when the thread had
   // detached itself (pthread_detach), which is then waited out through its kernel handle.
-  bool join_os_thread(Tcr* t);
+  bool join_os_thread(ThreadRecord* t);
   // Without waiting (under the registry lock): whether the OS thread is gone, joined if it can be.
-  bool try_join_os_thread(Tcr* t) TCR_REQUIRES(mutex);
-  static void mark_self_detached(Tcr* t);
-  static void wait_self_detached_gone(Tcr* t);
-  static bool os_thread_alive(const Tcr* t);
+  bool try_join_os_thread(ThreadRecord* t) TCR_REQUIRES(mutex);
+  static void mark_self_detached(ThreadRecord* t);
+  static void wait_self_detached_gone(ThreadRecord* t);
+  static bool os_thread_alive(const ThreadRecord* t);
 
   // Enter the registry as Running (taking the lock) / leave it as Dead (the caller holds `lock`
   // on mutex). Both wait at the gate while the world is stopped, so a StoppedWorld's list stays exact.
-  void enter_registry(Tcr* t) TCR_EXCLUDES(mutex);
-  void leave_registry(UniqueLock& lock, Tcr* t) TCR_REQUIRES(mutex);
+  void enter_registry(ThreadRecord* t) TCR_EXCLUDES(mutex);
+  void leave_registry(UniqueLock& lock, ThreadRecord* t) TCR_REQUIRES(mutex);
   void wait_for_world(UniqueLock& lock) TCR_REQUIRES(mutex);
 
   // The record a ThreadRef names, if it still does (caller holds the registry lock). BadArgument
   // for an empty ref or one from another manager (checked before the record is touched: it may
   // be freed); StaleThread once the record was reaped (and perhaps reused under another id).
-  Result<Tcr*> record_of(ThreadRef ref, const char* op) const TCR_REQUIRES(mutex);
-  ThreadRef ref_to(Tcr* t) const { return ThreadRef(t, t->m_id, serial); }
+  Result<ThreadRecord*> record_of(ThreadRef ref, const char* op) const TCR_REQUIRES(mutex);
+  ThreadRef ref_to(ThreadRecord* t) const { return ThreadRef(t, t->run.id, serial); }
 
   // Whether a thread is to be registered with the GC; BadArgument when asked of a manager
   // created without the GC.
   Result<bool> gc_registration(GcRegistration choice, const char* op) const;
 
-  // Unmaps the record's stack, if it holds one.
-  static void unmap_stack(Tcr* t);
-  // Unmaps an adopted thread's separate alternate signal stack, if it holds one.
-  static void unmap_alt_stack(Tcr* t);
   // Under the lock: hands a Dead thread to the reaper.
-  void push_zombie_locked(Tcr* t) TCR_REQUIRES(mutex);
+  void push_zombie_locked(ThreadRecord* t) TCR_REQUIRES(mutex);
 
   // The start routine of every spawned thread, and its way of reporting a failed start.
   static void* thread_entry(void* arg);
-  static void* report_start_failure(Tcr* t, Error error);
+  static void* report_start_failure(ThreadRecord* t, Error error);
+  // What the new thread does before it may run its function: kernel handle, Mach port,
+  // alternate stack and extensions, GC registration. On failure it has undone what only it can.
+  Result<void> start_on_thread(ThreadRecord* t);
   // Runs the thread's function; an escaped exception is kept for the joiner.
-  static void* run_thread_function(Tcr* t);
+  static void* run_thread_function(ThreadRecord* t);
   // run_thread_function behind the stack-overflow recovery point (Tcr::m_overflow_env).
-  static void* run_guarded(Tcr* t);
+  static void* run_guarded(ThreadRecord* t);
   // Per-thread exception state, on the thread itself: its alternate signal stack and the thread
   // extensions (thread_extensions.h). Attach undoes itself on failure; detach is step 4.
-  static Result<void> attach_thread_state(Tcr* t);
-  static void detach_thread_state(Tcr* t);
-  static void restore_alt_stack(Tcr* t);
+  static Result<void> attach_thread_state(ThreadRecord* t);
+  static void detach_thread_state(ThreadRecord* t);
+  static void restore_alt_stack(ThreadRecord* t);
   // shutdown_thread_tcr's steps 2 to 7 (threads/shutdown.cpp).
-  static void finish_shutdown(Tcr& t, int cancel_state);
+  static void finish_shutdown(ThreadRecord& t, int cancel_state);
   // Runs one exit hook (shutdown step 1); an exception is logged and ignored. A hook that exits
   // the thread (pthread_exit) would leave the teardown half done: that is fatal, and said so.
-  static void run_exit_hook(const std::function<void(Tcr&)>& hook, Tcr& t);
+  static void run_exit_hook(const std::function<void(Tcr&)>& hook, ThreadRecord& t);
   // Runs one interrupt closure; whatever it throws is logged and ignored (nothing escapes into
   // the safe point that ran it). pthread_exit inside it unwinds on.
-  static void run_interrupt_closure(const InterruptFunction& fn, Tcr& t);
+  static void run_interrupt_closure(const InterruptFunction& fn, ThreadRecord& t);
   // Inside a catch block: "'what()'" for a std::exception, else "a non-standard exception".
   static std::string describe_current_exception();
 
   // Registry and lists (under mutex).
-  std::vector<Tcr*> registry TCR_GUARDED_BY(mutex);
-  std::vector<Tcr*> records TCR_GUARDED_BY(mutex);  // every Tcr ever allocated; flat in steady state
-  Tcr* free_list TCR_GUARDED_BY(mutex) = nullptr;
+  std::vector<ThreadRecord*> registry TCR_GUARDED_BY(mutex);
+  std::vector<ThreadRecord*> records TCR_GUARDED_BY(mutex);  // every Tcr ever allocated; flat in steady state
+  ThreadRecord* free_list TCR_GUARDED_BY(mutex) = nullptr;
   std::size_t free_count TCR_GUARDED_BY(mutex) = 0;
   // Dead detached threads whose OS thread may still be running.
-  Tcr* zombies TCR_GUARDED_BY(mutex) = nullptr;
+  ThreadRecord* zombies TCR_GUARDED_BY(mutex) = nullptr;
   std::size_t managed_live TCR_GUARDED_BY(mutex) = 0;   // spawned threads from Reserved until Dead
   std::size_t detached_live TCR_GUARDED_BY(mutex) = 0;  // of which detached; reap waits for them
   std::size_t adopted_live TCR_GUARDED_BY(mutex) = 0;
@@ -159,7 +158,7 @@ class ManagerCore {
   // Held by the initiator from suspend_all to its last resume_all: a lock held across calls,
   // taken on success only, which the analysis cannot follow, so a plain std::mutex.
   std::mutex stop_mutex;
-  std::atomic<Tcr*> stop_owner{nullptr};
+  std::atomic<ThreadRecord*> stop_owner{nullptr};
   unsigned stop_depth = 0;           // owner's nesting (owner thread only)
   bool stop_holds_gc_lock = false;   // owner thread only
   std::uint64_t stop_epoch TCR_GUARDED_BY(mutex) = 0;
@@ -167,7 +166,11 @@ class ManagerCore {
   std::condition_variable world_resumed;
   std::atomic<std::uint32_t> resume_word{0};  // futex word suspended handlers sleep on
   std::vector<StoppedThread> stopped;    // the current stop's list (reserved before signalling)
-  std::vector<Tcr*> stop_waiting;        // targets whose acknowledgement is awaited
+  std::vector<ThreadRecord*> stop_waiting;        // targets whose acknowledgement is awaited
+  // Under the lock: lets every thread of the current stop go, opens the gate.
+  void resume_locked(std::uint64_t epoch, bool holds_gc_lock) TCR_REQUIRES(mutex);
+  // A thread exiting while it holds the world stopped: resumes it, and says so.
+  static void release_stop_at_exit(ThreadRecord& t);
 
   // fork() (threads/fork.h, threads/fork.cpp). The steps run on the forking thread: prepare
   // takes stop_mutex (unless the forking thread holds the stop) and then `mutex`; the parent
@@ -185,13 +188,13 @@ class ManagerCore {
   ManagerCore* fork_next = nullptr;
   bool fork_stop_ours = false;       // prepare to parent/child: the forking thread holds the stop
   bool fork_gc_unlocked = false;     // ... and let Boehm's lock go for Boehm's own fork step
-  Tcr* fork_orphans TCR_GUARDED_BY(mutex) = nullptr;  // linked through m_next
+  ThreadRecord* fork_orphans TCR_GUARDED_BY(mutex) = nullptr;  // linked through m_next
 
  private:
-  void keep_in_child(Tcr* t, detail::ForkLeftovers& left) TCR_REQUIRES(mutex);
-  void forget_in_child(Tcr* t, detail::ForkLeftovers& left) TCR_REQUIRES(mutex);
-  static void forget_mailbox(Tcr* t, detail::ForkLeftovers& left);
-  void free_in_child_locked(Tcr* t) TCR_REQUIRES(mutex);
+  void keep_in_child(ThreadRecord* t, detail::ForkLeftovers& left) TCR_REQUIRES(mutex);
+  void forget_in_child(ThreadRecord* t, detail::ForkLeftovers& left) TCR_REQUIRES(mutex);
+  static void forget_mailbox(ThreadRecord* t, detail::ForkLeftovers& left, bool close);
+  void free_in_child_locked(ThreadRecord* t) TCR_REQUIRES(mutex);
 };
 
 

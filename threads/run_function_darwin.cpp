@@ -3,33 +3,34 @@
 // forced unwind to let through; a thread function must return rather than call pthread_exit,
 // or its TCR is never shut down.
 #include "runtime/log.h"
+#include "threads/internal.h"
 #include "threads/manager_core.h"
 
 namespace tcr {
 
-void* ManagerCore::run_thread_function(Tcr* t) {
+void* ManagerCore::run_thread_function(ThreadRecord* t) {
   try {
-    return t->m_fn(*t);
+    return t->run.fn(*t);
   } catch (...) {
-    t->m_exception = std::current_exception();
+    t->run.exception = std::current_exception();
   }
   return nullptr;
 }
 
-void ManagerCore::run_exit_hook(const std::function<void(Tcr&)>& hook, Tcr& t) {
+void ManagerCore::run_exit_hook(const std::function<void(Tcr&)>& hook, ThreadRecord& t) {
   try {
     hook(t);
   } catch (...) {
-    log::error("exit hook of thread #{} '{}' threw {}; ignored", t.m_id, t.m_name,
+    log::error("exit hook of thread #{} '{}' threw {}; ignored", t.run.id, t.run.name,
                describe_current_exception());
   }
 }
 
-void ManagerCore::run_interrupt_closure(const InterruptFunction& fn, Tcr& t) {
+void ManagerCore::run_interrupt_closure(const InterruptFunction& fn, ThreadRecord& t) {
   try {
     fn(t);
   } catch (...) {
-    log::warn("thread #{} '{}': interrupt closure threw {}", t.m_id, t.m_name,
+    log::warn("thread #{} '{}': interrupt closure threw {}", t.run.id, t.run.name,
               describe_current_exception());
   }
 }

@@ -42,24 +42,24 @@ bool Semaphore::wait_for(std::chrono::nanoseconds timeout, Interrupts interrupts
 }
 
 bool Semaphore::wait_impl(std::int64_t timeout_ns, bool interruptible) {
-  Tcr* self = interruptible ? detail::t_current : nullptr;
-  if (self != nullptr) detail::InterruptAccess::run_pending(*self);
+  ThreadRecord* self = interruptible ? detail::t_current : nullptr;
+  if (self != nullptr) detail::run_pending_interrupts(*self);
   if (try_wait()) return true;
   const std::int64_t deadline = timeout_ns >= 0 ? monotonic_ns() + timeout_ns : -1;
   m_waiters.fetch_add(1, std::memory_order_seq_cst);
   // Published for this thread's interrupt handler, which bumps m_seq so the sleep below ends
   // even when the interrupt lands between the check and the system call.
   std::atomic<std::uint32_t>* outer = nullptr;
-  if (self != nullptr) outer = self->m_wait_word.exchange(&m_seq, std::memory_order_relaxed);
+  if (self != nullptr) outer = self->run.mailbox.wait_word.exchange(&m_seq, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   bool got = false;
   for (;;) {
     const std::uint32_t seq = m_seq.load(std::memory_order_seq_cst);
-    if (self != nullptr && self->m_interrupt_pending.load(std::memory_order_acquire) &&
-        detail::InterruptAccess::can_run(*self)) {
-      self->m_wait_word.store(outer, std::memory_order_relaxed);
-      detail::InterruptAccess::run_pending(*self);
-      self->m_wait_word.store(&m_seq, std::memory_order_relaxed);
+    if (self != nullptr && self->run.mailbox.pending.load(std::memory_order_acquire) &&
+        detail::can_run_interrupts(*self)) {
+      self->run.mailbox.wait_word.store(outer, std::memory_order_relaxed);
+      detail::run_pending_interrupts(*self);
+      self->run.mailbox.wait_word.store(&m_seq, std::memory_order_relaxed);
       continue;
     }
     if (try_wait()) {
@@ -73,7 +73,7 @@ bool Semaphore::wait_impl(std::int64_t timeout_ns, bool interruptible) {
     }
     os::wait_on_address(&m_seq, seq, remaining);
   }
-  if (self != nullptr) self->m_wait_word.store(outer, std::memory_order_relaxed);
+  if (self != nullptr) self->run.mailbox.wait_word.store(outer, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   m_waiters.fetch_sub(1, std::memory_order_seq_cst);
   // A post's single wake may have landed on this waiter as it timed out: pass it on.

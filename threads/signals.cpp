@@ -28,13 +28,13 @@ sigset_t g_set;
 
 void on_suspend(int, siginfo_t*, void* ucontext) {
   const int saved_errno = errno;
-  if (Tcr* t = t_current) StopWorldAccess::suspend_self(*t, ucontext);
+  if (ThreadRecord* t = t_current) suspend_self(*t, ucontext);
   errno = saved_errno;
 }
 
 void on_interrupt(int, siginfo_t*, void*) {
   const int saved_errno = errno;
-  if (Tcr* t = t_current) InterruptAccess::wake_from_handler(*t);
+  if (ThreadRecord* t = t_current) t->run.mailbox.wake_from_handler();
   errno = saved_errno;
 }
 

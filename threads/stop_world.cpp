@@ -28,21 +28,20 @@ const char* to_string(StopKind kind) {
   return "?";
 }
 
-namespace detail {
+// ---- StopState: the thread's side ------------------------------------------------------------
 
-Claim StopWorldAccess::claim(Tcr& t, std::uint64_t epoch) {
-  std::uint32_t state = t.m_stw_state.load(std::memory_order_seq_cst);
+Claim StopState::claim(std::uint64_t epoch) {
+  std::uint32_t now = state.load(std::memory_order_seq_cst);
   for (;;) {
-    if (state == kStwBlocking) {
-      if (t.m_stw_state.compare_exchange_weak(state, kStwClaimed, std::memory_order_seq_cst)) {
+    if (now == kBlocking) {
+      if (state.compare_exchange_weak(now, kClaimed, std::memory_order_seq_cst)) {
         return Claim::Blocking;
       }
-      continue;  // it left the scope (or entered shutdown) meanwhile: look again
+      continue;  // it left the scope (or began its exit) meanwhile: look again
     }
-    if (state == kStwExiting) {
-      std::uint64_t acked = t.m_stop_ack.load(std::memory_order_acquire);
-      if (acked != epoch &&
-          t.m_stop_ack.compare_exchange_strong(acked, epoch, std::memory_order_acq_rel)) {
+    if (now == kExiting) {
+      std::uint64_t acked = ack.load(std::memory_order_acquire);
+      if (acked != epoch && ack.compare_exchange_strong(acked, epoch, std::memory_order_acq_rel)) {
         return Claim::Exiting;
       }
       return Claim::AwaitAck;
@@ -51,7 +50,58 @@ Claim StopWorldAccess::claim(Tcr& t, std::uint64_t epoch) {
   }
 }
 
-void StopWorldAccess::fill_entry(StoppedThread& e, const Tcr& t, StopKind kind) {
+std::uint64_t StopState::acknowledge_suspend(void* ucontext) {
+  const std::uint64_t epoch = request.load(std::memory_order_acquire);
+  std::uint64_t acked = ack.load(std::memory_order_relaxed);
+  if (epoch == acked) return 0;  // a resent signal for a stop already acknowledged
+  machine::capture_from_ucontext(ucontext, regs);
+  kind = StopKind::Suspended;
+  if (!ack.compare_exchange_strong(acked, epoch, std::memory_order_acq_rel)) return 0;
+  ack_sem.post();
+  return epoch;
+}
+
+void StopState::acknowledge_exit() {
+  // Dekker with claim(): this thread publishes Exiting and then reads the request; the initiator
+  // publishes the request and then reads the state. At least one of them sees the other, so the
+  // stop either claims this thread or gets its acknowledgement here; never neither.
+  state.store(kExiting, std::memory_order_seq_cst);
+  const std::uint64_t epoch = request.load(std::memory_order_seq_cst);
+  std::uint64_t acked = ack.load(std::memory_order_acquire);
+  if (epoch == acked) return;
+  kind = StopKind::Exiting;
+  if (ack.compare_exchange_strong(acked, epoch, std::memory_order_acq_rel)) ack_sem.post();
+}
+
+void StopState::reset() {
+  state.store(kRunning, std::memory_order_relaxed);
+  request.store(0, std::memory_order_relaxed);
+  ack.store(0, std::memory_order_relaxed);
+  // Posts a late handler left behind after a stop that gave up on this record's last thread.
+  while (ack_sem.try_wait()) {
+  }
+  blocking_depth = 0;
+  blocking_regs = nullptr;
+}
+
+void detail::suspend_self(ThreadRecord& t, void* ucontext) {
+  const std::uint64_t epoch = t.os.stop.acknowledge_suspend(ucontext);
+  if (epoch == 0) return;
+  // Sleep until resume_all publishes this epoch (or a later one: a stop abandoned on an error
+  // resumes before a late handler gets here, and then this returns at once).
+  ManagerCore& core = *t.core;
+  const auto mine = static_cast<std::uint32_t>(epoch);
+  for (;;) {
+    const std::uint32_t resumed = core.resume_word.load(std::memory_order_acquire);
+    if (static_cast<std::int32_t>(resumed - mine) >= 0) break;
+    os::wait_on_address(&core.resume_word, resumed);
+  }
+}
+
+namespace {
+
+// The entry a conservative scan reads for a thread that acknowledged (or was claimed) as kind.
+void fill_entry(StoppedThread& e, const ThreadRecord& t, StopKind kind) {
   e.tcr = &t;
   e.id = t.id();
   e.tid = t.tid();
@@ -60,10 +110,10 @@ void StopWorldAccess::fill_entry(StoppedThread& e, const Tcr& t, StopKind kind) 
   const auto high = reinterpret_cast<std::uintptr_t>(t.stack_high());
   std::uintptr_t from = high;
   if (kind == StopKind::Suspended) {
-    e.registers = t.m_stop_regs;
+    e.registers = t.os.stop.regs;
     from = e.registers.sp - machine::kRedZoneBytes;
   } else if (kind == StopKind::Blocking) {
-    e.registers = *t.m_blocking_regs;
+    e.registers = *t.os.stop.blocking_regs;
     from = e.registers.sp;
   } else {
     e.registers = RegisterSet{};
@@ -76,71 +126,31 @@ void StopWorldAccess::fill_entry(StoppedThread& e, const Tcr& t, StopKind kind) 
   e.stack_high = reinterpret_cast<const void*>(high);
 }
 
-void StopWorldAccess::resume_locked(ManagerCore& core, std::uint64_t epoch, bool holds_gc_lock) {
-  for (const StoppedThread& e : core.stopped) {
+}  // namespace
+
+// ---- the manager's side ------------------------------------------------------------------------
+
+void ManagerCore::resume_locked(std::uint64_t epoch, bool holds_gc_lock) {
+  for (const StoppedThread& e : stopped) {
     if (e.kind != StopKind::Blocking) continue;
-    Tcr& t = const_cast<Tcr&>(*e.tcr);
-    t.m_stw_state.store(kStwBlocking, std::memory_order_release);
-    os::wake_address(&t.m_stw_state, true);
+    ThreadRecord& t = const_cast<ThreadRecord&>(record(*e.tcr));
+    t.os.stop.state.store(StopState::kBlocking, std::memory_order_release);
+    os::wake_address(&t.os.stop.state, true);
   }
-  core.resume_word.store(static_cast<std::uint32_t>(epoch), std::memory_order_release);
-  os::wake_address(&core.resume_word, true);
+  resume_word.store(static_cast<std::uint32_t>(epoch), std::memory_order_release);
+  os::wake_address(&resume_word, true);
   if (holds_gc_lock) gc::unlock_allocator();
-  core.world_stopped = false;
-  core.release_fork_orphans_locked();  // a stop held through a fork (threads/fork.h)
-  core.world_resumed.notify_all();
+  world_stopped = false;
+  release_fork_orphans_locked();  // a stop held through a fork (threads/fork.h)
+  world_resumed.notify_all();
 }
 
-void StopWorldAccess::suspend_self(Tcr& t, void* ucontext) {
-  const std::uint64_t epoch = t.m_stop_request.load(std::memory_order_acquire);
-  std::uint64_t acked = t.m_stop_ack.load(std::memory_order_relaxed);
-  if (epoch == acked) return;  // a resent signal for a stop already acknowledged
-  machine::capture_from_ucontext(ucontext, t.m_stop_regs);
-  t.m_stop_kind = StopKind::Suspended;
-  if (!t.m_stop_ack.compare_exchange_strong(acked, epoch, std::memory_order_acq_rel)) return;
-  t.m_stop_ack_sem.post();
-  // Sleep until resume_all publishes this epoch (or a later one: a stop abandoned on an error
-  // resumes before a late handler gets here, and then this returns at once).
-  ManagerCore& core = *t.m_core;
-  const auto mine = static_cast<std::uint32_t>(epoch);
-  for (;;) {
-    const std::uint32_t resumed = core.resume_word.load(std::memory_order_acquire);
-    if (static_cast<std::int32_t>(resumed - mine) >= 0) break;
-    os::wait_on_address(&core.resume_word, resumed);
-  }
-}
-
-void StopWorldAccess::acknowledge_exit(Tcr& t) {
-  // Dekker with claim(): this thread publishes Exiting and then reads the request; the initiator
-  // publishes the request and then reads the state. At least one of them sees the other, so the
-  // stop either claims this thread or gets its acknowledgement here; never neither.
-  t.m_stw_state.store(kStwExiting, std::memory_order_seq_cst);
-  const std::uint64_t epoch = t.m_stop_request.load(std::memory_order_seq_cst);
-  std::uint64_t acked = t.m_stop_ack.load(std::memory_order_acquire);
-  if (epoch == acked) return;
-  t.m_stop_kind = StopKind::Exiting;
-  if (t.m_stop_ack.compare_exchange_strong(acked, epoch, std::memory_order_acq_rel)) {
-    t.m_stop_ack_sem.post();
-  }
-}
-
-void StopWorldAccess::reset(Tcr& t) {
-  t.m_stw_state.store(kStwRunning, std::memory_order_relaxed);
-  t.m_stop_request.store(0, std::memory_order_relaxed);
-  t.m_stop_ack.store(0, std::memory_order_relaxed);
-  // Posts a late handler left behind after a stop that gave up on this record's last thread.
-  while (t.m_stop_ack_sem.try_wait()) {
-  }
-  t.m_blocking_depth = 0;
-  t.m_blocking_regs = nullptr;
-}
-
-void StopWorldAccess::release_stop_at_exit(Tcr& t) {
-  ManagerCore& core = *t.m_core;
+void ManagerCore::release_stop_at_exit(ThreadRecord& t) {
+  ManagerCore& core = *t.core;
   if (core.stop_owner.load(std::memory_order_acquire) != &t) return;
   {
     MutexLock lock(core.mutex);
-    StopWorldAccess::resume_locked(core, core.stop_epoch, core.stop_holds_gc_lock);
+    core.resume_locked(core.stop_epoch, core.stop_holds_gc_lock);
     core.stop_owner.store(nullptr, std::memory_order_release);
     core.stop_depth = 0;
   }
@@ -149,44 +159,43 @@ void StopWorldAccess::release_stop_at_exit(Tcr& t) {
   log::error("thread #{} '{}' exited holding the world stopped; resumed it", t.id(), t.name());
 }
 
-}  // namespace detail
-
 // ---- BlockingScope -----------------------------------------------------------------------------
 
 Tcr* BlockingScope::enter(const RegisterSet* regs) {
-  Tcr* t = detail::t_current;
+  ThreadRecord* t = detail::t_current;
   if (t == nullptr) return nullptr;
-  if (t->m_blocking_depth++ > 0) return t;  // nested: the outermost scope's capture stands
-  t->m_blocking_regs = regs;
+  if (t->os.stop.blocking_depth++ > 0) return t;  // nested: the outermost scope's capture stands
+  t->os.stop.blocking_regs = regs;
   // Release: a stop that claims this thread reads the registers written above.
-  std::uint32_t expected = detail::kStwRunning;
-  t->m_stw_state.compare_exchange_strong(expected, detail::kStwBlocking,
+  std::uint32_t expected = StopState::kRunning;
+  t->os.stop.state.compare_exchange_strong(expected, StopState::kBlocking,
                                          std::memory_order_seq_cst);
   return t;
 }
 
-void BlockingScope::leave(Tcr* t) {
-  if (--t->m_blocking_depth > 0) return;
+void BlockingScope::leave(Tcr* tcr) {
+  ThreadRecord* t = record(tcr);
+  if (--t->os.stop.blocking_depth > 0) return;
   for (;;) {
-    std::uint32_t expected = detail::kStwBlocking;
-    if (t->m_stw_state.compare_exchange_strong(expected, detail::kStwRunning,
+    std::uint32_t expected = StopState::kBlocking;
+    if (t->os.stop.state.compare_exchange_strong(expected, StopState::kRunning,
                                                std::memory_order_seq_cst)) {
       break;
     }
-    if (expected != detail::kStwClaimed) break;  // not in the Blocking state at all
+    if (expected != StopState::kClaimed) break;  // not in the Blocking state at all
     // A stopped world holds this thread: it may not touch the heap until resume_all().
-    os::wait_on_address(&t->m_stw_state, detail::kStwClaimed);
+    os::wait_on_address(&t->os.stop.state, StopState::kClaimed);
   }
-  t->m_blocking_regs = nullptr;
-  detail::InterruptAccess::run_pending(*t);  // the scope's end is a safe point
+  t->os.stop.blocking_regs = nullptr;
+  detail::run_pending_interrupts(*t);  // the scope's end is a safe point
 }
 
 // ---- suspend_all / resume_all ------------------------------------------------------------------
 
 Result<StoppedWorld> ThreadManager::suspend_all() {
   ManagerCore& core = *m_core;
-  Tcr* self = Tcr::current();
-  if (self == nullptr || self->m_core != &core) {
+  ThreadRecord* self = detail::t_current;
+  if (self == nullptr || self->core != &core) {
     return fail(Step::BadArgument, 0,
                 "suspend_all: call it from a thread this manager spawned or adopted");
   }
@@ -196,7 +205,7 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
     return StoppedWorld(core.stopped, core.stop_epoch, core.stop_depth);
   }
   const ManagerSignals signals = detail::manager_signals();
-  const SignalPermit permit{};  // the registry lock is held wherever a signal is sent below
+  const RegistryPermit permit{};  // the registry lock is held wherever a signal is sent below
   // Another initiator stopping the world suspends this thread while it waits here.
   core.stop_mutex.lock();
   // Boehm's lock before the registry lock: waiting for it (another manager's stop holds it) with
@@ -224,12 +233,12 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
   // yet: the wait below sends again. Any other error names the thread it was for.
   // The refused send's error is kept: the stop answers it if the queue stays full.
   std::optional<Error> refused;
-  const auto send_suspend = [&](Tcr* t, bool* queued) -> std::optional<Error> {
-    Result<void> sent = t->m_handle.signal(signals.suspend, permit);
+  const auto send_suspend = [&](ThreadRecord* t, bool* queued) -> std::optional<Error> {
+    Result<void> sent = t->os.handle.signal(signals.suspend, permit);
     *queued = sent.has_value();
     if (sent) return std::nullopt;
     Error e = sent.error();
-    e.detail = "suspending thread #" + std::to_string(t->m_id);
+    e.detail = "suspending thread #" + std::to_string(t->run.id);
     if (e.code != EAGAIN) return e;
     refused = std::move(e);
     return std::nullopt;
@@ -237,18 +246,18 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
 
   std::optional<Error> failure;
   std::size_t unsent = 0;  // stop_waiting[unsent..] got their signal; the first ones wait for one
-  for (Tcr* t : core.registry) {
+  for (ThreadRecord* t : core.registry) {
     if (t == self) continue;
-    t->m_stop_request.store(epoch, std::memory_order_seq_cst);
-    const detail::Claim how = detail::StopWorldAccess::claim(*t, epoch);
-    if (how == detail::Claim::Blocking || how == detail::Claim::Exiting) {
-      detail::StopWorldAccess::fill_entry(
+    t->os.stop.request.store(epoch, std::memory_order_seq_cst);
+    const Claim how = t->os.stop.claim(epoch);
+    if (how == Claim::Blocking || how == Claim::Exiting) {
+      fill_entry(
           core.stopped.emplace_back(), *t,
-          how == detail::Claim::Blocking ? StopKind::Blocking : StopKind::Exiting);
+          how == Claim::Blocking ? StopKind::Blocking : StopKind::Exiting);
       continue;
     }
     bool queued = true;
-    if (how == detail::Claim::Signal) {
+    if (how == Claim::Signal) {
       failure = send_suspend(t, &queued);
       if (failure) break;
     }
@@ -264,21 +273,21 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
   constexpr auto kQueueFullLimit = std::chrono::seconds(2);
   const auto timeout = core.options.stop_timeout;
   for (std::size_t i = 0; i < core.stop_waiting.size() && !failure; ++i) {
-    Tcr* t = core.stop_waiting[i];
+    ThreadRecord* t = core.stop_waiting[i];
     const auto started = std::chrono::steady_clock::now();
     auto retry = std::chrono::milliseconds(1);
     bool queued = i >= unsent;
     bool acked = false;
     while (!acked) {
-      if (t->m_stop_ack_sem.wait_for(retry, Semaphore::Interrupts::Hold)) {
-        acked = t->m_stop_ack.load(std::memory_order_acquire) == epoch;
+      if (t->os.stop.ack_sem.wait_for(retry, Semaphore::Interrupts::Hold)) {
+        acked = t->os.stop.ack.load(std::memory_order_acquire) == epoch;
         continue;  // false: a post left behind by an earlier stop that gave up
       }
       const auto waited = std::chrono::steady_clock::now() - started;
       if (timeout.count() > 0 && waited >= timeout) {
         failure = Error{Step::StopTimeout, 0,
-                        "thread #" + std::to_string(t->m_id) + " (tid " +
-                            std::to_string(t->m_tid) + ") did not acknowledge",
+                        "thread #" + std::to_string(t->run.id) + " (tid " +
+                            std::to_string(t->os.tid) + ") did not acknowledge",
                         nullptr};
         break;
       }
@@ -294,12 +303,12 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
       retry = std::min(retry * 2, std::chrono::milliseconds(100));
     }
     if (acked) {
-      detail::StopWorldAccess::fill_entry(core.stopped.emplace_back(), *t, t->m_stop_kind);
+      fill_entry(core.stopped.emplace_back(), *t, t->os.stop.kind);
     }
   }
 
   if (failure) {
-    detail::StopWorldAccess::resume_locked(core, epoch, gc_lock);
+    core.resume_locked(epoch, gc_lock);
     lock.unlock();
     core.stop_mutex.unlock();
     return std::unexpected(std::move(*failure));
@@ -314,14 +323,14 @@ Result<StoppedWorld> ThreadManager::suspend_all() {
 
 Result<void> ThreadManager::resume_all() {
   ManagerCore& core = *m_core;
-  Tcr* self = Tcr::current();
+  ThreadRecord* self = detail::t_current;
   if (self == nullptr || core.stop_owner.load(std::memory_order_acquire) != self) {
     return fail(Step::BadArgument, 0, "resume_all: this thread has not stopped the world");
   }
   if (--core.stop_depth > 0) return {};
   {
     MutexLock lock(core.mutex);
-    detail::StopWorldAccess::resume_locked(core, core.stop_epoch, core.stop_holds_gc_lock);
+    core.resume_locked(core.stop_epoch, core.stop_holds_gc_lock);
     core.stop_owner.store(nullptr, std::memory_order_release);
   }
   core.stop_mutex.unlock();
@@ -329,7 +338,7 @@ Result<void> ThreadManager::resume_all() {
 }
 
 bool ThreadManager::world_stopped_by_caller() const {
-  const Tcr* self = Tcr::current();
+  const ThreadRecord* self = detail::t_current;
   return self != nullptr && m_core->stop_owner.load(std::memory_order_acquire) == self;
 }
 

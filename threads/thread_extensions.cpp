@@ -37,7 +37,7 @@ Result<void> register_thread_extension(const ThreadExtension& extension) {
 
 namespace detail {
 
-Result<void> attach_extensions(Tcr& t, unsigned* attached) {
+Result<void> attach_extensions(ThreadRecord& t, unsigned* attached) {
   *attached = 0;
   const std::size_t n = g_count.load(std::memory_order_acquire);
   for (std::size_t i = 0; i < n; ++i) {
@@ -51,7 +51,7 @@ Result<void> attach_extensions(Tcr& t, unsigned* attached) {
   return {};
 }
 
-void detach_extensions(Tcr& t, unsigned attached) {
+void detach_extensions(ThreadRecord& t, unsigned attached) {
   for (std::size_t i = kMaxThreadExtensions; i-- > 0;) {
     if ((attached & (1u << i)) != 0) g_extensions[i].detach(t);
   }

@@ -2,7 +2,7 @@
 // for what the kernel holds per thread (Darwin: each thread's Mach exception port). threads/
 // calls `attach` on each thread it starts or adopts, on that thread, before the thread enters
 // the registry (a failure fails the spawn or the adoption, with nothing left behind), and
-// `detach` at shutdown_thread_tcr step 4, on the thread, for every extension that attached.
+// `detach` when the thread exits (after it has left the GC), on the thread, for every extension that attached.
 // Registration is process-wide and permanent (at most kMaxThreadExtensions); a thread already
 // running when an extension is registered is not attached to it. Thread-safe.
 #pragma once
@@ -32,5 +32,14 @@ Result<void> register_thread_extension(const ThreadExtension& extension);
 // has `tid`, while that Tcr cannot be freed (fn must not call into a manager); false if no tcr
 // thread has that tid, or the tid index could not be mapped (threads/tid_index.h).
 bool with_thread_of_tid(pid_t tid, void (*fn)(Tcr&, void*), void* context);
+
+// For the GC-trap layer. Async-signal-safe, both.
+// Counts `delta` write-barrier traps taken by the thread (Tcr::traps()).
+void count_trap(Tcr& t, int delta = 1);
+// From the fault handler, on the alternate stack, for a fault in the thread's stack guard:
+// abandons the thread's function and jumps back to where threads/ runs it, which answers join
+// with Step::StackOverflow. Returns only if the thread is not inside its function (start-up,
+// exit, an adopted thread): the fault then goes on to the handler installed before ours.
+void escape_stack_overflow(Tcr& t, void* fault_address);
 
 }  // namespace tcr

@@ -9,31 +9,31 @@
 
 #include <sys/types.h>
 
-#include <mutex>
-
 #include "runtime/error.h"
+#include "runtime/mutex.h"
 
 namespace tcr {
-class Tcr;
+class ThreadRecord;
 namespace detail {
 
 // Maps the table once per process (at the first ThreadManager::create); the error is returned
 // once and logged by the caller; later calls answer {}.
 Result<void> tid_index_init();
-// The thread enters / leaves the registry (its m_tid is set).
-void tid_index_publish(Tcr* t);
-void tid_index_withdraw(Tcr* t);
+// The thread enters / leaves the registry (its tid is set).
+void tid_index_publish(ThreadRecord* t);
+void tid_index_withdraw(ThreadRecord* t);
 // Calls fn(tcr) for the live Tcr whose thread has `tid`, under the lookup mutex; false if none.
 template <class F>
 bool with_tcr_of_tid(pid_t tid, F&& fn);
-// Held while records are freed.
-std::unique_lock<std::mutex> tid_index_guard();
-Tcr* tid_index_find_locked(pid_t tid);
+// Held while a looked-up record is used, and while records are freed (~ManagerCore). Takes part
+// in fork() from tid_index_init on: a fork during a lookup would leave the child's locked.
+inline Mutex tid_lookup_mutex;
+ThreadRecord* tid_index_find_locked(pid_t tid) TCR_REQUIRES(tid_lookup_mutex);
 
 template <class F>
 bool with_tcr_of_tid(pid_t tid, F&& fn) {
-  std::unique_lock lock = tid_index_guard();
-  Tcr* t = tid_index_find_locked(tid);
+  MutexLock lock(tid_lookup_mutex);
+  ThreadRecord* t = tid_index_find_locked(tid);
   if (t == nullptr) return false;
   fn(*t);
   return true;

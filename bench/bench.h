@@ -26,7 +26,8 @@ struct Subcommand {
 
 // `tcr-bench spawn`: the cost of one thread's create + exit + reap, tcr beside pthread and Boehm.
 Subcommand add_spawn_command(CLI::App& parent);
-// `tcr-bench handles`: shutdown step 5's cost, flat against the process's fd high-water mark.
+// `tcr-bench handles`: normalize_kernel_handles' cost, flat against the process's fd
+// high-water mark.
 Subcommand add_handles_command(CLI::App& parent);
 // `tcr-bench stop-world`: suspend_all + resume_all beside Boehm's external stop/start.
 Subcommand add_stop_world_command(CLI::App& parent);

@@ -1,8 +1,9 @@
-// `tcr-bench handles`: what shutdown step 5 (closing a thread's extra kernel handles) costs, with
-// a small handle table and after the process once had many fds open. While a server holds tens of
-// thousands of sockets, tcr's pidfds get high fd numbers and its fd-indexed handle table grows to
-// match; it never shrinks. Step 5 walks the exiting thread's own chain of handles, so it must cost
-// the same before and after (invariant 2); a scan of the table would grow with the high-water mark.
+// `tcr-bench handles`: what normalize_kernel_handles (closing a thread's extra kernel handles)
+// costs, with a small handle table and after the process once had many fds open. While a server
+// holds tens of thousands of sockets, tcr's pidfds get high fd numbers and its fd-indexed handle
+// table grows to match; it never shrinks. It walks the exiting thread's own chain of handles, so
+// it must cost the same before and after (invariant 2); a scan of the table would grow with the
+// high-water mark.
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -82,7 +83,8 @@ int run_handles(const HandlesBenchOptions& o) {
                json_number(grown_ns / small_ns));
   } else {
     fmt::print(
-        "tcr-bench handles: shutdown step 5 (close_extras) per thread exit, median of {} rounds\n"
+        "tcr-bench handles: normalize_kernel_handles (close_extras) per thread exit, median of {} "
+        "rounds\n"
         "  small table {:.0f} ns; after a {}-fd high-water mark {:.0f} ns; ratio {:.2f}\n",
         o.rounds, small_ns, held.size(), grown_ns, grown_ns / small_ns);
   }
@@ -95,7 +97,8 @@ Subcommand add_handles_command(CLI::App& parent) {
   auto o = std::make_shared<HandlesBenchOptions>();
   CLI::App* app = parent.add_subcommand(
       "handles",
-      "Cost of shutdown step 5 (closing a thread's extra handles) before and after the process "
+      "Cost of normalize_kernel_handles (closing a thread's extra handles) before and after the "
+      "process "
       "had many fds open");
   app->add_option("--fds", o->fds, "fds held open once, to raise the high-water mark")
       ->capture_default_str();

@@ -56,7 +56,8 @@ class KernelThreadHandle {
   // Pidfd: waits up to timeout_ms for the thread to exit; true when it has. Tgkill: BadArgument.
   Result<bool> wait_exit(int timeout_ms) const;
 
-  // Shutdown step 5 on Linux: closes every other pidfd in this handle's owner chain (opened with
+  // At the thread's exit, on Linux (threads/shutdown.cpp normalizes the count to one): closes
+  // every other pidfd in this handle's owner chain (opened with
   // the same HandleTag::chain), so the thread leaves with exactly one. Returns how many it closed.
   std::size_t close_extras() const;
 

@@ -1,6 +1,7 @@
 // Invariants 1 and 2 by counting: after 100,000 thread lifetimes the process holds exactly the
 // fds, pidfds, mappings and OS threads it held before, RSS within a few MiB, and the manager's
-// records did not grow. And the test that shows the leak shutdown step 5 prevents.
+// records did not grow. And the test that shows the leak normalize_kernel_handles
+// (threads/shutdown.cpp) prevents.
 #include <gtest/gtest.h>
 #include <semaphore.h>
 
@@ -96,8 +97,9 @@ TEST_P(Leak, DetachedThreadsLeaveEveryCountAtItsBaselineOnceReaped) {
 }
 
 // A runtime that asks for its thread's handle again and never gives it back (CCL's extra
-// mach_thread_self()): shutdown step 5 closes the extras, each once. The handle objects are kept
-// (so the heap checker sees no leak) but never released by their owner before the thread exits.
+// mach_thread_self()): normalize_kernel_handles closes the extras, each once. The handle
+// objects are kept (so the heap checker sees no leak) but never released by their owner before
+// the thread exits.
 std::mutex g_forgotten_mutex;
 std::vector<KernelThreadHandle> g_forgotten;
 

@@ -1,5 +1,6 @@
-// shutdown_thread_tcr's step 5 on real threads with a MachModel as the task's IPC space: the same
-// normalize_send_refs path the Darwin build takes, driven by real spawns and real thread exits.
+// shutdown_thread_tcr's normalize_kernel_handles on real threads with a MachModel as the task's
+// IPC space: the same normalize_send_refs path the Darwin build takes, driven by real spawns
+// and real thread exits.
 #include <gtest/gtest.h>
 
 #include "runtime/mach_model.h"

@@ -323,8 +323,8 @@ Result<ThreadRef> spawn_deaf(ThreadManager& m, std::atomic<bool>& blocked, std::
 }
 
 // A thread whose suspend signal is blocked when the stop begins, and which then returns from its
-// function, acknowledges from shutdown step 2 as Exiting; it stays in the registry (Exiting)
-// until the world resumes.
+// function, acknowledges from block_handshakes (threads/shutdown.cpp) as Exiting; it stays in
+// the registry (Exiting) until the world resumes.
 TEST(StopWorld, AThreadThatExitsDuringTheStopAcknowledgesAsExiting) {
   auto m = make_manager();
   std::atomic<bool> blocked{false};

@@ -91,7 +91,8 @@ class ManagerCore {
   static bool os_thread_alive(const ThreadRecord* t);
 
   // Enter the registry as Running (taking the lock) / leave it as Dead (the caller holds `lock`
-  // on mutex). Both wait at the gate while the world is stopped, so a StoppedWorld's list stays exact.
+  // on mutex). Both wait at the gate while the world is stopped, so a StoppedWorld's list stays
+  // exact.
   void enter_registry(ThreadRecord* t) TCR_EXCLUDES(mutex);
   void leave_registry(UniqueLock& lock, ThreadRecord* t) TCR_REQUIRES(mutex);
   void wait_for_world(UniqueLock& lock) TCR_REQUIRES(mutex);
@@ -120,13 +121,14 @@ class ManagerCore {
   // run_thread_function behind the stack-overflow recovery point (Tcr::m_overflow_env).
   static void* run_guarded(ThreadRecord* t);
   // Per-thread exception state, on the thread itself: its alternate signal stack and the thread
-  // extensions (thread_extensions.h). Attach undoes itself on failure; detach is step 4.
+  // extensions (thread_extensions.h). Attach undoes itself on failure; detach runs at exit,
+  // after the GC let go.
   static Result<void> attach_thread_state(ThreadRecord* t);
   static void detach_thread_state(ThreadRecord* t);
   static void restore_alt_stack(ThreadRecord* t);
-  // shutdown_thread_tcr's steps 2 to 7 (threads/shutdown.cpp).
+  // Everything of shutdown_thread_tcr after run_last_safe_point (threads/shutdown.cpp).
   static void finish_shutdown(ThreadRecord& t, int cancel_state);
-  // Runs one exit hook (shutdown step 1); an exception is logged and ignored. A hook that exits
+  // Runs one exit hook (run_last_safe_point); an exception is logged and ignored. A hook that exits
   // the thread (pthread_exit) would leave the teardown half done: that is fatal, and said so.
   static void run_exit_hook(const std::function<void(Tcr&)>& hook, ThreadRecord& t);
   // Runs one interrupt closure; whatever it throws is logged and ignored (nothing escapes into
@@ -137,7 +139,8 @@ class ManagerCore {
 
   // Registry and lists (under mutex).
   std::vector<ThreadRecord*> registry TCR_GUARDED_BY(mutex);
-  std::vector<ThreadRecord*> records TCR_GUARDED_BY(mutex);  // every Tcr ever allocated; flat in steady state
+  // Every record ever allocated; flat in steady state.
+  std::vector<ThreadRecord*> records TCR_GUARDED_BY(mutex);
   ThreadRecord* free_list TCR_GUARDED_BY(mutex) = nullptr;
   std::size_t free_count TCR_GUARDED_BY(mutex) = 0;
   // Dead detached threads whose OS thread may still be running.

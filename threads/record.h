@@ -73,11 +73,11 @@ class StopState {
   void reset();
 
   std::atomic<std::uint32_t> state{kRunning};
-  std::atomic<std::uint64_t> request{0};  // the stop asked of this thread
-  std::atomic<std::uint64_t> ack{0};      // the stop it acknowledged
-  Semaphore ack_sem;                      // posted by whoever acknowledges
-  StopKind kind = StopKind::Suspended;    // written by whoever acknowledges, before the ack
-  RegisterSet regs;                       // written by the suspend handler
+  std::atomic<std::uint64_t> request{0};       // the stop asked of this thread
+  std::atomic<std::uint64_t> ack{0};           // the stop it acknowledged
+  Semaphore ack_sem;                           // posted by whoever acknowledges
+  StopKind kind = StopKind::Suspended;         // written by whoever acknowledges, before the ack
+  RegisterSet regs;                            // written by the suspend handler
   const RegisterSet* blocking_regs = nullptr;  // the outermost BlockingScope's capture
   unsigned blocking_depth = 0;                 // own thread only
 };

@@ -176,8 +176,9 @@ void ManagerCore::reap_record(ThreadRecord* t) {
   // gone (pthread_join returned, or the adopted thread released itself): until then a signal to
   // the thread could still have been sent through it. Each handle is closed once (HandleTable).
   t->os.handle.release();
-  // Normally empty now (step 5 closed the extras); with normalization off, extras outlive the
-  // thread unclosed, as the test of that leak wants, but not linked to a record that is reused.
+  // Normally empty now (normalize_kernel_handles closed the extras); with normalization off,
+  // extras outlive the thread unclosed, as the test of that leak wants, but not linked to a
+  // record that is reused.
   HandleTable::instance().detach_chain(t->os.handle_chain);
   t->run.exception = nullptr;
   UniqueLock lock(mutex);

@@ -50,7 +50,9 @@ bool Semaphore::wait_impl(std::int64_t timeout_ns, bool interruptible) {
   // Published for this thread's interrupt handler, which bumps m_seq so the sleep below ends
   // even when the interrupt lands between the check and the system call.
   std::atomic<std::uint32_t>* outer = nullptr;
-  if (self != nullptr) outer = self->run.mailbox.wait_word.exchange(&m_seq, std::memory_order_relaxed);
+  if (self != nullptr) {
+    outer = self->run.mailbox.wait_word.exchange(&m_seq, std::memory_order_relaxed);
+  }
   std::atomic_signal_fence(std::memory_order_seq_cst);
   bool got = false;
   for (;;) {

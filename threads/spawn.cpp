@@ -122,7 +122,8 @@ Result<void*> ThreadManager::join(ThreadRef ref) {
     if (t->run.joining) return fail(Step::AlreadyJoined);
     t->run.joining = true;
   }
-  t->run.exited.wait();  // shutdown_thread_tcr step 7; a safe point for this thread's interrupts
+  // Posted by wake_joiner (threads/shutdown.cpp); a safe point for this thread's interrupts.
+  t->run.exited.wait();
   // The OS thread is past its last touch of the Tcr; wait until it is gone, so its stack and
   // pidfd can be released.
   const bool self_detached = !core.join_os_thread(t);

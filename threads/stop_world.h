@@ -41,8 +41,9 @@ enum class StopKind : std::uint8_t {
   // Inside a BlockingScope: not signalled. Registers are the callee-saved ones at scope entry,
   // the stack starts at the scope's entry sp; it cannot leave the scope until resume_all().
   Blocking,
-  // Acknowledged from shutdown_thread_tcr step 2: its function has returned and its result sits in
-  // a GC-visible slot, so it has no stack or registers to scan. It leaves the registry after resume.
+  // Acknowledged from shutdown_thread_tcr (block_handshakes): its function has returned and its
+  // result sits in a GC-visible slot, so it has no stack or registers to scan. It leaves the
+  // registry after resume.
   Exiting,
 };
 const char* to_string(StopKind kind);

@@ -24,7 +24,8 @@ class Tcr;
 class ManagerCore;
 
 // What a spawned thread runs. Its result is kept in a GC-visible slot until join.
-// Captures of the std::function are NOT scanned by the GC: pass GC objects in SpawnOptions::argument.
+// Captures of the std::function are NOT scanned by the GC: pass GC objects in
+// SpawnOptions::argument.
 using ThreadFunction = std::function<void*(Tcr& self)>;
 
 enum class TcrState : std::uint8_t {

@@ -2,7 +2,8 @@
 // for what the kernel holds per thread (Darwin: each thread's Mach exception port). threads/
 // calls `attach` on each thread it starts or adopts, on that thread, before the thread enters
 // the registry (a failure fails the spawn or the adoption, with nothing left behind), and
-// `detach` when the thread exits (after it has left the GC), on the thread, for every extension that attached.
+// `detach` when the thread exits (after it has left the GC), on the thread, for every extension
+// that attached.
 // Registration is process-wide and permanent (at most kMaxThreadExtensions); a thread already
 // running when an extension is registered is not attached to it. Thread-safe.
 #pragma once

@@ -160,8 +160,9 @@ Result<std::size_t> ThreadManager::reap(Reap how) {
         return core.detached_live == 0;
       });
       // Take only what this call will release. Not waiting: the zombies whose OS thread has
-      // ended (a try-join, under the lock, so a concurrent reap(WaitForRunning) never finds the list
-      // empty while records are in flight elsewhere). Waiting: all of them; each is past step 6
+      // ended (a try-join, under the lock, so a concurrent reap(WaitForRunning) never finds the
+      // list empty while records are in flight elsewhere). Waiting: all of them; each has left
+      // the registry
       // and only returning from its start routine, so the pthread_join below is brief.
       ThreadRecord** link = &core.zombies;
       while (*link != nullptr) {

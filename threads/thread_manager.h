@@ -46,13 +46,14 @@ struct ManagerOptions {
   HandleModeChoice handle_mode = HandleModeChoice::Auto;
   // Initialize Boehm GC (from the main thread) and register spawned threads with it by default.
   bool gc = true;
-  // Run on each exiting thread first thing in shutdown_thread_tcr (step 1), in order.
+  // Run on each exiting thread first thing in shutdown_thread_tcr (run_last_safe_point), in order.
   std::vector<std::function<void(Tcr&)>> exit_hooks;
   // Darwin: the task's IPC space (XnuPortSpace); elsewhere optional, e.g. a MachModel, so the same
   // send-right normalization runs here. When set, each thread caches its port at start
   // (pthread_mach_thread_np) and shutdown normalizes its send rights to exactly one.
   mach::PortSpace* mach_space = nullptr;
-  // Shutdown step 5. Off only to show, in a test, the leak that it prevents.
+  // shutdown_thread_tcr's normalize_kernel_handles. Off only to show, in a test, the leak that
+  // it prevents.
   bool normalize_kernel_handles = true;
   // How many reaped threads' stacks stay mapped on free records for the next spawn of the same
   // stack size (glibc keeps a stack cache for the same reason): a reused stack's pages are already
@@ -102,7 +103,7 @@ struct ManagerStats {
   std::size_t records = 0;       // Tcr objects ever allocated (flat in steady state)
   std::size_t free_records = 0;
   std::size_t cached_stacks = 0;         // free records holding a stack for reuse
-  std::size_t extra_handles_closed = 0;  // by shutdown step 5 (a runtime leaked them)
+  std::size_t extra_handles_closed = 0;  // at thread exit (a runtime leaked them)
 };
 
 class ThreadManager {

@@ -16,7 +16,8 @@ std::size_t alt_stack_bytes() {
   static const std::size_t s_size = [] {
     std::size_t want = std::size_t{64} << 10;
     const long sig = sysconf(_SC_SIGSTKSZ);
-    if (sig > 0 && static_cast<std::size_t>(sig) * 4 > want) want = static_cast<std::size_t>(sig) * 4;
+    if (sig > 0 && static_cast<std::size_t>(sig) * 4 > want)
+      want = static_cast<std::size_t>(sig) * 4;
     return (want + page_size() - 1) & ~(page_size() - 1);
   }();
   return s_size;
@@ -75,8 +76,7 @@ Result<void> AltStack::map_own() {
   if (!map) return std::unexpected(map.error());
   m_own = *map;
   m_own_size = size;
-  if (Result<void> guard =
-          os::mprotect(*map, page_size(), PROT_NONE, Step::AltStackGuardMprotect);
+  if (Result<void> guard = os::mprotect(*map, page_size(), PROT_NONE, Step::AltStackGuardMprotect);
       !guard) {
     unmap_own();
     return guard;

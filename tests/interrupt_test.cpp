@@ -13,6 +13,7 @@
 
 #include "runtime/machine_context.h"
 #include "runtime/os.h"
+#include "runtime/scope_guard.h"
 #include "tests/test_support.h"
 
 namespace tcr {
@@ -268,10 +269,8 @@ TEST(Interrupt, ABurstAtAThreadThatReturnsAtOnceLeavesNoTicketPendingAfterJoin) 
       return nullptr;
     });
     ASSERT_TRUE(t.has_value());
-    struct LetGo {  // an ASSERT below must not leave the thread spinning (join would hang)
-      std::atomic<bool>& go;
-      ~LetGo() { go = true; }
-    } let_go{go};
+    // An ASSERT below must not leave the thread spinning (join would hang).
+    ScopeGuard let_go([&go] { go = true; });
     // Interrupts until one finds the mailbox closed, with gaps of 0 to 504 pauses between them:
     // back to back, the burst could outpace the drain, which then never finds the mailbox empty;
     // with gaps of every length, the drain catches up and some interrupt lands right as it does.
@@ -528,10 +527,7 @@ TEST_F(InterruptTidReuse, AnExitedUnjoinedThreadsPidfdNeverReachesTheTidsNewOwne
 
   // From here on a failed assertion must still let the second thread go, or the manager's
   // destructor would wait for it forever.
-  struct LetGo {
-    std::atomic<bool>& stop;
-    ~LetGo() { stop = true; }
-  } let_go{stop};
+  ScopeGuard let_go([&stop] { stop = true; });
   Result<void> through_manager = m->signal(*first, SIGUSR1);
   EXPECT_FALSE(through_manager);
   if (!through_manager) {

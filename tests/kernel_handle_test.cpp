@@ -11,6 +11,7 @@
 #include "runtime/kernel_handle.h"
 #include "runtime/os.h"
 #include "runtime/resources.h"
+#include "runtime/scope_guard.h"
 #include "tests/test_support.h"
 
 namespace tcr {
@@ -84,14 +85,10 @@ TEST_P(Signalling, ReachesTheLiveThreadThenSaysItExited) {
     const timespec ms{0, 1'000'000};
     while (!stop.load()) clock_nanosleep(CLOCK_MONOTONIC, 0, &ms, nullptr);
   });
-  struct Stop {  // an ASSERT below must not leave the target sleeping forever
-    std::atomic<bool>& stop;
-    std::thread& target;
-    ~Stop() {
-      stop = true;
-      if (target.joinable()) target.join();
-    }
-  } stopper{stop, target};
+  ScopeGuard stopper([&] {  // an ASSERT below must not leave the target sleeping forever
+    stop = true;
+    if (target.joinable()) target.join();
+  });
   ASSERT_TRUE(test::eventually([&] { return ready.load(); }));
   const SignalPermit permit = SignalPermitForTesting::make();
   ASSERT_TRUE(handle.signal(SIGUSR1, permit));

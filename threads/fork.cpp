@@ -33,7 +33,7 @@ ForkLeftovers& leftovers() {
 
 template <class F>
 void each_core(F&& fn) {
-  for (ManagerCore* c = g_cores; c != nullptr; c = c->fork_next) fn(*c);
+  for (ManagerCore* c = g_cores; c != nullptr; c = c->fork_next_core()) fn(*c);
 }
 
 void prepare_stops(void*) {

@@ -30,9 +30,6 @@ void block_manager_signals(sigset_t* old);
 Result<void> attach_extensions(ThreadRecord& t, unsigned* attached);
 void detach_extensions(ThreadRecord& t, unsigned attached);
 
-// threads/stop_world.cpp: the suspend signal's handler body (async-signal-safe).
-void suspend_self(ThreadRecord& t, void* ucontext);
-
 // threads/interrupt.cpp. Runs the queued closures if the thread is at a safe point for them
 // (can_run_interrupts); returns how many ran.
 std::size_t run_pending_interrupts(ThreadRecord& t);

@@ -1,5 +1,8 @@
 // ManagerCore: the state behind a ThreadManager (registry, free list, zombie list), shared with the
 // threads it runs. Internal to threads/: embedders use ThreadManager.
+// Its state is private: ManagerCore's members and ThreadManager's are the only code that reads
+// or writes it, each in the file of its subject (record_pool, spawn, adoption, shutdown,
+// stop_world, interrupt, fork).
 // Locking: `mutex` is the registry lock. It guards the fields marked TCR_GUARDED_BY(mutex) and
 // every Tcr's state, id, detached/joining flags and list links. It is never held across a
 // blocking wait, a pthread_join or a user callback (except for_each, which says so). The clang
@@ -24,6 +27,8 @@
 namespace tcr {
 namespace detail {
 struct ForkLeftovers;  // threads/fork.h
+void fork_track(ManagerCore& core);
+void fork_untrack(ManagerCore& core);
 }
 
 // The start handshake between spawn() and the new thread. It lives on the spawner's stack; the
@@ -55,14 +60,6 @@ class ManagerCore {
   // Unique in the process and never reused: ThreadRefs carry it, so a ref from another manager
   // is refused without touching its record.
   const std::uint64_t serial;
-  // TCR slot blocks, under arena_mutex and never under the registry lock (acquire_record says why).
-  Mutex arena_mutex;
-  gc::RootArena slot_arena TCR_GUARDED_BY(arena_mutex);
-
-  mutable Mutex mutex;
-  // Notified when managed_live, detached_live or reapers_busy goes down.
-  std::condition_variable all_exited;
-
   // Takes a record from the free list (or allocates one), gives it a fresh id and marks it
   // Reserved; counts it as live so shutdown() waits for it. ManagerShutDown after shutdown().
   Result<ThreadRecord*> acquire_record(bool adopted) TCR_EXCLUDES(mutex);
@@ -137,6 +134,47 @@ class ManagerCore {
   // Inside a catch block: "'what()'" for a std::exception, else "a non-standard exception".
   static std::string describe_current_exception();
 
+  // Stop-the-world (threads/stop_world.cpp).
+  // Under the lock: lets every thread of the current stop go, opens the gate.
+  void resume_locked(std::uint64_t epoch, bool holds_gc_lock) TCR_REQUIRES(mutex);
+  // A thread exiting while it holds the world stopped: resumes it, and says so.
+  static void release_stop_at_exit(ThreadRecord& t);
+  // The suspend signal's handler body (async-signal-safe): acknowledges and sleeps until resumed.
+  static void suspend_self(ThreadRecord& t, void* ucontext);
+
+  // fork() (threads/fork.h, threads/fork.cpp). The steps run on the forking thread: prepare
+  // takes stop_mutex (unless the forking thread holds the stop) and then `mutex`; the parent
+  // releases them; the child rebuilds the registry, lists and counts around the forking thread.
+  void fork_prepare_stop();
+  void fork_release_stop(bool child);
+  void fork_prepare_registry() TCR_ACQUIRE(mutex);
+  void fork_parent_registry() TCR_RELEASE(mutex);
+  // Releases the registry lock by making a new one (the child's copy is held by no thread).
+  void fork_child_registry(detail::ForkLeftovers& left) TCR_RELEASE(mutex);
+  // Under the lock, at the outermost resume_all in a child forked by the thread holding the
+  // stop: the records that the fork forgot, whose stacks the StoppedWorld listed, go free.
+  void release_fork_orphans_locked() TCR_REQUIRES(mutex);
+  // The next live manager after this one (threads/fork.cpp's list, under its lock).
+  ManagerCore* fork_next_core() const { return fork_next; }
+
+ private:
+  friend class ThreadManager;  // its members are the manager's API over this state
+  friend void detail::fork_track(ManagerCore& core);
+  friend void detail::fork_untrack(ManagerCore& core);
+
+  // shutdown_thread_tcr's steps that change the manager's lists and counts (threads/shutdown.cpp).
+  static void normalize_kernel_handles(ThreadRecord& t);
+  // Returns the core reference an adopted thread held (it may have been the core's last owner).
+  static std::shared_ptr<ManagerCore> leave_registry_at_exit(ThreadRecord& t);
+
+  // TCR slot blocks, under arena_mutex and never under the registry lock (acquire_record says why).
+  Mutex arena_mutex;
+  gc::RootArena slot_arena TCR_GUARDED_BY(arena_mutex);
+
+  mutable Mutex mutex;
+  // Notified when managed_live, detached_live or reapers_busy goes down.
+  std::condition_variable all_exited;
+
   // Registry and lists (under mutex).
   std::vector<ThreadRecord*> registry TCR_GUARDED_BY(mutex);
   // Every record ever allocated; flat in steady state.
@@ -170,30 +208,13 @@ class ManagerCore {
   std::atomic<std::uint32_t> resume_word{0};  // futex word suspended handlers sleep on
   std::vector<StoppedThread> stopped;    // the current stop's list (reserved before signalling)
   std::vector<ThreadRecord*> stop_waiting;        // targets whose acknowledgement is awaited
-  // Under the lock: lets every thread of the current stop go, opens the gate.
-  void resume_locked(std::uint64_t epoch, bool holds_gc_lock) TCR_REQUIRES(mutex);
-  // A thread exiting while it holds the world stopped: resumes it, and says so.
-  static void release_stop_at_exit(ThreadRecord& t);
-
-  // fork() (threads/fork.h, threads/fork.cpp). The steps run on the forking thread: prepare
-  // takes stop_mutex (unless the forking thread holds the stop) and then `mutex`; the parent
-  // releases them; the child rebuilds the registry, lists and counts around the forking thread.
-  void fork_prepare_stop();
-  void fork_release_stop(bool child);
-  void fork_prepare_registry() TCR_ACQUIRE(mutex);
-  void fork_parent_registry() TCR_RELEASE(mutex);
-  // Releases the registry lock by making a new one (the child's copy is held by no thread).
-  void fork_child_registry(detail::ForkLeftovers& left) TCR_RELEASE(mutex);
-  // Under the lock, at the outermost resume_all in a child forked by the thread holding the
-  // stop: the records that the fork forgot, whose stacks the StoppedWorld listed, go free.
-  void release_fork_orphans_locked() TCR_REQUIRES(mutex);
+  // fork() (threads/fork.cpp).
   ManagerCore* fork_prev = nullptr;  // the live managers, under threads/fork.cpp's list lock
   ManagerCore* fork_next = nullptr;
   bool fork_stop_ours = false;       // prepare to parent/child: the forking thread holds the stop
   bool fork_gc_unlocked = false;     // ... and let Boehm's lock go for Boehm's own fork step
-  ThreadRecord* fork_orphans TCR_GUARDED_BY(mutex) = nullptr;  // linked through m_next
+  ThreadRecord* fork_orphans TCR_GUARDED_BY(mutex) = nullptr;  // linked through next
 
- private:
   void keep_in_child(ThreadRecord* t, detail::ForkLeftovers& left) TCR_REQUIRES(mutex);
   void forget_in_child(ThreadRecord* t, detail::ForkLeftovers& left) TCR_REQUIRES(mutex);
   static void forget_mailbox(ThreadRecord* t, detail::ForkLeftovers& left, bool close);

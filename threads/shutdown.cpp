@@ -70,7 +70,10 @@ void unregister_from_gc(ThreadRecord& t) {
 // thread, whose port is alive, so the count is exact. Who releases the last reference: the
 // reaper (join, reap(), or for adopted threads leave_registry_at_exit), once the thread can no
 // longer be signalled through it.
-void normalize_kernel_handles(ManagerCore& core, ThreadRecord& t) {
+}  // namespace
+
+void ManagerCore::normalize_kernel_handles(ThreadRecord& t) {
+  ManagerCore& core = *t.core;
   if (!core.options.normalize_kernel_handles) return;
   if (std::size_t extras = t.os.handle.close_extras(); extras > 0) {
     log::warn("thread #{} '{}' exited holding {} extra pidfd(s); closed", t.run.id, t.run.name,
@@ -94,7 +97,8 @@ void normalize_kernel_handles(ManagerCore& core, ThreadRecord& t) {
 // detached thread goes on the zombie list for the reaper; an adopted one, having no OS thread of
 // ours to wait for, releases its handle and record right here. Returns the core reference an
 // adopted thread held (it may have been the core's last owner): the caller lets it go last.
-std::shared_ptr<ManagerCore> leave_registry_at_exit(ManagerCore& core, ThreadRecord& t) {
+std::shared_ptr<ManagerCore> ManagerCore::leave_registry_at_exit(ThreadRecord& t) {
+  ManagerCore& core = *t.core;
   log::debug("thread #{} '{}' exiting", t.run.id, t.run.name);  // last look at the name
   // Before the record can go back on the free list (adopted threads, below): from here on
   // nothing on this thread, a signal handler included, may take it for its own.
@@ -121,6 +125,8 @@ std::shared_ptr<ManagerCore> leave_registry_at_exit(ManagerCore& core, ThreadRec
   }
   return keep_core;
 }
+
+namespace {
 
 // Wakes the joiner of a spawned thread. The record stays ours until pthread_join (join or the
 // reaper) sees this OS thread gone, so touching it here is safe; after this the thread only
@@ -158,15 +164,14 @@ void shutdown_thread_tcr(ThreadRecord& t, void* result) {
 
 // Everything after run_last_safe_point, also run when that is cut short by pthread_exit.
 void ManagerCore::finish_shutdown(ThreadRecord& t, int cancel_state) {
-  ManagerCore& core = *t.core;
   release_stop_at_exit(t);  // one a closure or hook left
   sigset_t old_mask;
   block_handshakes(t, &old_mask);
   unregister_from_gc(t);
   detach_thread_state(&t);
-  normalize_kernel_handles(core, t);
+  normalize_kernel_handles(t);
   const bool adopted = t.os.adopted;
-  std::shared_ptr<ManagerCore> keep_core = leave_registry_at_exit(core, t);
+  std::shared_ptr<ManagerCore> keep_core = leave_registry_at_exit(t);
   // An adopted record may already belong to another thread: no more touching it.
   if (!adopted) wake_joiner(t);
   pthread_setcancelstate(cancel_state, nullptr);

@@ -28,7 +28,7 @@ sigset_t g_set;
 
 void on_suspend(int, siginfo_t*, void* ucontext) {
   const int saved_errno = errno;
-  if (ThreadRecord* t = t_current) suspend_self(*t, ucontext);
+  if (ThreadRecord* t = t_current) ManagerCore::suspend_self(*t, ucontext);
   errno = saved_errno;
 }
 

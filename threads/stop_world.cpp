@@ -84,7 +84,7 @@ void StopState::reset() {
   blocking_regs = nullptr;
 }
 
-void detail::suspend_self(ThreadRecord& t, void* ucontext) {
+void ManagerCore::suspend_self(ThreadRecord& t, void* ucontext) {
   const std::uint64_t epoch = t.os.stop.acknowledge_suspend(ucontext);
   if (epoch == 0) return;
   // Sleep until resume_all publishes this epoch (or a later one: a stop abandoned on an error

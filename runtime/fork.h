@@ -67,10 +67,10 @@ concept ForkLockable = std::default_initializable<L> && requires(L& lock) {
 // thread-safety analysis cannot follow it across them.
 template <ForkLockable L>
 ForkParticipant fork_guard(const char* name, ForkRank rank, L& lock) {
-  return ForkParticipant{name, rank,
-                         [](void* l) TCR_NO_THREAD_SAFETY_ANALYSIS { static_cast<L*>(l)->lock(); },
-                         [](void* l) TCR_NO_THREAD_SAFETY_ANALYSIS { static_cast<L*>(l)->unlock(); },
-                         [](void* l) { recreate_in_child(*static_cast<L*>(l)); }, &lock};
+  return ForkParticipant{
+      name, rank, [](void* l) TCR_NO_THREAD_SAFETY_ANALYSIS { static_cast<L*>(l)->lock(); },
+      [](void* l) TCR_NO_THREAD_SAFETY_ANALYSIS { static_cast<L*>(l)->unlock(); },
+      [](void* l) { recreate_in_child(*static_cast<L*>(l)); }, &lock};
 }
 
 }  // namespace tcr

@@ -26,7 +26,6 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <optional>
 #include <span>
@@ -39,6 +38,7 @@
 #include "runtime/error.h"
 #include "runtime/fork.h"
 #include "runtime/log.h"
+#include "runtime/mutex.h"
 #include "runtime/os.h"
 #include "runtime/xnu_port_space.h"
 #include "threads/tcr.h"
@@ -163,6 +163,13 @@ struct Pending {
   FaultMessage fault;  // what receive() reports; fault.token is this entry's key
 };
 
+class DarwinListener;
+
+// A thread has one EXC_BAD_ACCESS port, so one listener at a time; the thread extension reaches
+// it here. Order: g_mutex, then the listener's m_mutex.
+Mutex g_mutex;
+DarwinListener* g_listener TCR_GUARDED_BY(g_mutex) = nullptr;
+
 class DarwinListener final : public ListenerBackend {
  public:
   DarwinListener() = default;
@@ -179,9 +186,9 @@ class DarwinListener final : public ListenerBackend {
   // A forked child inherits none of these ports: the destructor must not touch their names.
   void abandon_in_child() override { m_abandoned = true; }
 
-  // The thread extension, on the thread itself, under g_mutex.
-  Result<void> add_thread(Tcr& self);
-  void remove_thread(Tcr& self);
+  // The thread extension, on the thread itself.
+  Result<void> add_thread(Tcr& self) TCR_REQUIRES(g_mutex);
+  void remove_thread(Tcr& self) TCR_REQUIRES(g_mutex);
 
  private:
   static constexpr mach_msg_size_t kBufferSize =
@@ -203,22 +210,18 @@ class DarwinListener final : public ListenerBackend {
   std::atomic<bool> m_stop{false};
   bool m_abandoned = false;
 
-  std::mutex m_mutex;  // guards everything below
-  std::unordered_map<Tcr*, ThreadPort> m_threads;
-  std::unordered_map<PortName, Tcr*> m_by_port;
-  std::vector<Range> m_ranges;
-  std::unordered_map<std::uint64_t, Pending> m_pending;
-  std::deque<std::uint64_t> m_unreported;  // tokens in arrival order; answered ones are skipped
-  std::uint64_t m_next_token = 0;
+  Mutex m_mutex;
+  std::unordered_map<Tcr*, ThreadPort> m_threads TCR_GUARDED_BY(m_mutex);
+  std::unordered_map<PortName, Tcr*> m_by_port TCR_GUARDED_BY(m_mutex);
+  std::vector<Range> m_ranges TCR_GUARDED_BY(m_mutex);
+  std::unordered_map<std::uint64_t, Pending> m_pending TCR_GUARDED_BY(m_mutex);
+  // Tokens in arrival order; answered ones are skipped.
+  std::deque<std::uint64_t> m_unreported TCR_GUARDED_BY(m_mutex);
+  std::uint64_t m_next_token TCR_GUARDED_BY(m_mutex) = 0;
 
   // The listener thread's receive buffer.
   alignas(8) std::byte m_buffer[kBufferSize];
 };
-
-// A thread has one EXC_BAD_ACCESS port, so one listener at a time; the thread extension reaches
-// it here. Order: g_mutex, then the listener's m_mutex.
-std::mutex g_mutex;
-DarwinListener* g_listener = nullptr;
 
 void log_kr(const char* what, kern_return_t kr) {
   log::warn("exception listener: {}: {} ({:#x})", what, mach_error_string(kr),
@@ -228,13 +231,13 @@ void log_kr(const char* what, kern_return_t kr) {
 void log_error(const Error& e) { log::warn("exception listener: {}", e.message()); }
 
 Result<void> attach_thread(Tcr& self) {
-  std::lock_guard lock(g_mutex);
+  MutexLock lock(g_mutex);
   if (g_listener == nullptr) return {};
   return g_listener->add_thread(self);
 }
 
 void detach_thread(Tcr& self) {
-  std::lock_guard lock(g_mutex);
+  MutexLock lock(g_mutex);
   if (g_listener != nullptr) g_listener->remove_thread(self);
 }
 
@@ -277,10 +280,10 @@ DarwinListener::~DarwinListener() {
   }
   std::unordered_map<Tcr*, ThreadPort> threads;
   {
-    std::lock_guard global(g_mutex);
+    MutexLock global(g_mutex);
     if (g_listener == this) g_listener = nullptr;
     {
-      std::lock_guard lock(m_mutex);
+      MutexLock lock(m_mutex);
       threads.swap(m_threads);
       m_by_port.clear();  // so drain_queued answers each message at once
     }
@@ -330,7 +333,7 @@ Result<void> DarwinListener::add_thread(Tcr& self) {
     undo();
     return fail(Step::MachExceptionPorts, kr, "setting a thread's EXC_BAD_ACCESS port");
   }
-  std::lock_guard lock(m_mutex);
+  MutexLock lock(m_mutex);
   m_by_port.emplace(t.port, &self);
   m_threads.emplace(&self, std::move(t));
   return {};
@@ -340,7 +343,7 @@ Result<void> DarwinListener::add_thread(Tcr& self) {
 void DarwinListener::remove_thread(Tcr& self) {
   ThreadPort t;
   {
-    std::lock_guard lock(m_mutex);
+    MutexLock lock(m_mutex);
     auto it = m_threads.find(&self);
     if (it == m_threads.end()) return;  // attached before this listener opened
     t = std::move(it->second);
@@ -386,14 +389,14 @@ Result<void> DarwinListener::register_range(void* base, std::size_t length,
     return fail(Step::BadArgument, 0, "register_range: the range must be whole pages");
   }
   r.layout = &layout;
-  std::lock_guard lock(m_mutex);
+  MutexLock lock(m_mutex);
   m_ranges.push_back(r);
   return {};
 }
 
 // The layout of the registered range holding [base, base + length), or null.
 const RangeLayout* DarwinListener::layout_of(const Range& r) {
-  std::lock_guard lock(m_mutex);
+  MutexLock lock(m_mutex);
   for (const Range& outer : m_ranges) {
     if (r.within(outer)) return outer.layout;
   }
@@ -412,7 +415,7 @@ void DarwinListener::unregister_range(void* base, std::size_t length) {
     }
   }
   {
-    std::lock_guard lock(m_mutex);
+    MutexLock lock(m_mutex);
     std::erase_if(m_ranges, [&](const Range& registered) { return registered.within(r); });
   }
   release_blocked_in(r);
@@ -445,7 +448,7 @@ void DarwinListener::release_blocked_in(const Range& range) {
 
 std::vector<Pending> DarwinListener::take_pending(const Range& range) {
   std::vector<Pending> taken;
-  std::lock_guard lock(m_mutex);
+  MutexLock lock(m_mutex);
   for (auto it = m_pending.begin(); it != m_pending.end();) {
     if (range.contains(reinterpret_cast<std::uintptr_t>(it->second.fault.address))) {
       taken.push_back(std::move(it->second));
@@ -498,7 +501,7 @@ Result<std::size_t> DarwinListener::receive(FaultMessage* out, std::size_t max, 
 
 // Hands out messages admitted but not reported yet, oldest first.
 std::size_t DarwinListener::report(FaultMessage* out, std::size_t room) {
-  std::lock_guard lock(m_mutex);
+  MutexLock lock(m_mutex);
   std::size_t k = 0;
   while (k < room && !m_unreported.empty()) {
     const std::uint64_t token = m_unreported.front();
@@ -540,7 +543,7 @@ bool DarwinListener::admit(std::span<std::byte> message) {
     mach_msg_destroy(reinterpret_cast<mach_msg_header_t*>(message.data()));
     return false;
   }
-  std::unique_lock lock(m_mutex);
+  UniqueLock lock(m_mutex);
   auto it = m_by_port.find(request->port);
   if (it == m_by_port.end() || request->exception != EXC_BAD_ACCESS || request->code_count != 2) {
     lock.unlock();
@@ -564,7 +567,7 @@ bool DarwinListener::admit(std::span<std::byte> message) {
 void DarwinListener::resume(const FaultMessage& message, FaultOutcome outcome) {
   std::optional<Pending> p;
   {
-    std::lock_guard lock(m_mutex);
+    MutexLock lock(m_mutex);
     auto it = m_pending.find(message.token);
     if (it == m_pending.end()) return;  // answered already: its range became writable
     p = std::move(it->second);
@@ -629,7 +632,7 @@ Result<std::unique_ptr<ListenerBackend>> ListenerBackend::open() {
   if (Result<void> r = listener->start(); !r) return std::unexpected(r.error());
   bool installed = false;
   {
-    std::lock_guard lock(g_mutex);
+    MutexLock lock(g_mutex);
     if (g_listener == nullptr) {
       g_listener = listener.get();
       installed = true;

@@ -1,63 +1,34 @@
-// The Darwin side of ExceptionListener: a Mach exception port per thread, gathered in one port set.
-// Compiled only on Apple, and written where it could not be compiled (Linux): the port-right
-// accounting and the message layout it relies on live in mach_exception_rights.{h,cpp}, which are
-// portable and tested on MachModel (tests/mach_exception_test.cpp); the static_asserts below tie
-// that code's numbers to the SDK's. Mach calls used, as <mach/*.h> declares them:
-//   mach_port_allocate(task, MACH_PORT_RIGHT_PORT_SET, &name), mach_port_move_member(task,
-//   member, set), mach_port_mod_refs(task, set, MACH_PORT_RIGHT_PORT_SET, -1),
-//   thread_swap_exception_ports(thread, mask, port, behavior, flavor, masks, &count, ports,
-//   behaviors, flavors), thread_set_exception_ports(thread, mask, port, behavior, flavor),
+// The Darwin listener's messages (listener_darwin.h): receiving exception messages on the port
+// set, admitting a bad access on a thread of ours, answering each one (the reply lets the faulting
+// thread go), and the registered ranges, whose blocked threads are answered as soon as their pages
+// are writable. Compiled only on Apple, and written where it could not be compiled (Linux): the
+// message layout it relies on lives in mach_exception_rights.{h,cpp}, which are portable and
+// tested on MachModel (tests/mach_exception_test.cpp); the static_asserts below tie that code's
+// numbers to the SDK's. Mach calls used, as <mach/*.h> declares them:
 //   mach_msg(header, options, send_size, rcv_size, rcv_name, timeout, notify),
 //   mach_msg_destroy(header).
-//
-// Why per thread, and why EXCEPTION_STATE: the port a message arrives on names the faulting
-// thread, so the message need not carry the thread's identity; EXCEPTION_STATE carries no port
-// rights at all, so there is nothing to release, and nothing that seed 001's leak could grow from.
-// Were EXCEPTION_STATE_IDENTITY used (kBehavior below), its thread and task rights are released
-// after the reply by mach::release_exception_rights, the code the tests run.
 #include <mach/mach.h>
-#include <mach/mach_error.h>
-#include <pthread.h>
-#include <sys/mman.h>
+#include <mach/mig_errors.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
-#include <memory>
-#include <new>
 #include <optional>
 #include <span>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "exceptions/listener_backend.h"
+#include "exceptions/listener_darwin.h"
 #include "exceptions/mach_exception_rights.h"
+#include "exceptions/region_mappings.h"
 #include "runtime/error.h"
-#include "runtime/fork.h"
-#include "runtime/log.h"
 #include "runtime/mutex.h"
-#include "runtime/os.h"
-#include "runtime/xnu_port_space.h"
 #include "threads/tcr.h"
-#include "threads/thread_extensions.h"
 
-namespace tcr::detail {
+namespace tcr::detail::darwin_listener {
 namespace {
 
-using mach::PortName;
-
-constexpr exception_mask_t kMask = EXC_MASK_BAD_ACCESS;
-constexpr mach::ExceptionBehavior kBehavior = mach::ExceptionBehavior::State;
-#if defined(__x86_64__)
-constexpr thread_state_flavor_t kFlavor = x86_THREAD_STATE64;
-#elif defined(__arm64__)
-constexpr thread_state_flavor_t kFlavor = ARM_THREAD_STATE64;
-#else
-#error "tcr's Darwin listener knows x86_64 and arm64"
-#endif
 // request_stop's message to the wake port; any id outside mach_exc's range would do.
 constexpr mach_msg_id_t kWakeId = 0x74637200;  // 'tcr\0'
 
@@ -124,260 +95,12 @@ static_assert(mach::kMigBadArguments == MIG_BAD_ARGUMENTS);
 static_assert(mach::kFailure == KERN_FAILURE);
 static_assert(MACH_MSG_TYPE_PORT_SEND_ONCE == 18 && MACH_MSG_TYPE_PORT_SEND == 17);
 
-struct Range {
-  std::uintptr_t low = 0;
-  std::uintptr_t high = 0;  // exclusive; low == high: empty
-  const RangeLayout* layout = nullptr;  // registered ranges: the protection of each part
-  bool contains(std::uintptr_t a) const { return a >= low && a < high; }
-  bool within(const Range& outer) const { return low >= outer.low && high <= outer.high; }
-};
-
 Range range_of(void* base, std::size_t length) {
   const auto low = reinterpret_cast<std::uintptr_t>(base);
   return {low, low + length};
 }
 
-// What thread_swap_exception_ports handed back: the handlers the thread had before ours, to put
-// back when it detaches. Each port is a send right copied out into our space: released once,
-// after it has been given back to the kernel (thread_set_exception_ports copies its own).
-struct SavedHandlers {
-  mach_msg_type_number_t count = EXC_TYPES_COUNT;
-  exception_mask_t masks[EXC_TYPES_COUNT] = {};
-  mach_port_t ports[EXC_TYPES_COUNT] = {};
-  exception_behavior_t behaviors[EXC_TYPES_COUNT] = {};
-  thread_state_flavor_t flavors[EXC_TYPES_COUNT] = {};
-};
-
-struct ThreadPort {
-  Tcr* tcr = nullptr;
-  PortName port = MACH_PORT_NULL;       // ours: receive right + one send uref, in the port set
-  mach_port_t thread = MACH_PORT_NULL;  // libpthread's name for the thread; we own no uref
-  SavedHandlers saved;
-};
-
-// A received message not answered yet. Its reply right is ours until the reply consumes it; the
-// faulting thread stays blocked in the kernel until then. Once receive() has reported it, the
-// listener owes it a resume().
-struct Pending {
-  mach::ExceptionRequest request;
-  FaultMessage fault;  // what receive() reports; fault.token is this entry's key
-};
-
-class DarwinListener;
-
-// A thread has one EXC_BAD_ACCESS port, so one listener at a time; the thread extension reaches
-// it here. Order: g_mutex, then the listener's m_mutex.
-Mutex g_mutex;
-DarwinListener* g_listener TCR_GUARDED_BY(g_mutex) = nullptr;
-
-class DarwinListener final : public ListenerBackend {
- public:
-  DarwinListener() = default;
-  ~DarwinListener() override;
-  // On failure the destructor releases whatever was made.
-  Result<void> start();
-
-  Result<void> register_range(void* base, std::size_t length, const RangeLayout& layout) override;
-  void unregister_range(void* base, std::size_t length) override;
-  Result<void> write_protect(void* base, std::size_t length, bool on) override;
-  Result<std::size_t> receive(FaultMessage* out, std::size_t max, bool* stopped) override;
-  void resume(const FaultMessage& message, FaultOutcome outcome) override;
-  void request_stop() override;
-  // A forked child inherits none of these ports: the destructor must not touch their names.
-  void abandon_in_child() override { m_abandoned = true; }
-
-  // The thread extension, on the thread itself.
-  Result<void> add_thread(Tcr& self) TCR_REQUIRES(g_mutex);
-  void remove_thread(Tcr& self) TCR_REQUIRES(g_mutex);
-
- private:
-  static constexpr mach_msg_size_t kBufferSize =
-      mach::kMaxRequestSize + sizeof(mach_msg_max_trailer_t);
-
-  const RangeLayout* layout_of(const Range& r);
-  bool admit(std::span<std::byte> message);
-  std::size_t report(FaultMessage* out, std::size_t room);
-  bool drain_queued();
-  void release_blocked_in(const Range& range);
-  std::vector<Pending> take_pending(const Range& range);
-  void reply(mach::ExceptionRequest& request, kern_return_t result);
-  void send_wake();
-  void restore_handlers(ThreadPort& t);
-
-  mach::XnuPortSpace m_space;
-  mach_port_t m_port_set = MACH_PORT_NULL;
-  PortName m_wake = MACH_PORT_NULL;  // receive right in the set + the send uref send_wake uses
-  std::atomic<bool> m_stop{false};
-  bool m_abandoned = false;
-
-  Mutex m_mutex;
-  std::unordered_map<Tcr*, ThreadPort> m_threads TCR_GUARDED_BY(m_mutex);
-  std::unordered_map<PortName, Tcr*> m_by_port TCR_GUARDED_BY(m_mutex);
-  std::vector<Range> m_ranges TCR_GUARDED_BY(m_mutex);
-  std::unordered_map<std::uint64_t, Pending> m_pending TCR_GUARDED_BY(m_mutex);
-  // Tokens in arrival order; answered ones are skipped.
-  std::deque<std::uint64_t> m_unreported TCR_GUARDED_BY(m_mutex);
-  std::uint64_t m_next_token TCR_GUARDED_BY(m_mutex) = 0;
-
-  // The listener thread's receive buffer.
-  alignas(8) std::byte m_buffer[kBufferSize];
-};
-
-void log_kr(const char* what, kern_return_t kr) {
-  log::warn("exception listener: {}: {} ({:#x})", what, mach_error_string(kr),
-            static_cast<unsigned>(kr));
-}
-
-void log_error(const Error& e) { log::warn("exception listener: {}", e.message()); }
-
-Result<void> attach_thread(Tcr& self) {
-  MutexLock lock(g_mutex);
-  if (g_listener == nullptr) return {};
-  return g_listener->add_thread(self);
-}
-
-void detach_thread(Tcr& self) {
-  MutexLock lock(g_mutex);
-  if (g_listener != nullptr) g_listener->remove_thread(self);
-}
-
-Result<void> register_extension_once() {
-  fork_participate(fork_guard("mach exception listener", ForkRank::Setup, g_mutex));
-  static const Result<void> registered =
-      register_thread_extension({"mach exception port", &attach_thread, &detach_thread});
-  return registered;
-}
-
-// --- Opening and closing ---
-
-Result<void> DarwinListener::start() {
-  mach_port_name_t set = MACH_PORT_NULL;
-  if (kern_return_t kr = mach_port_allocate(mach_task_self(), MACH_PORT_RIGHT_PORT_SET, &set);
-      kr != KERN_SUCCESS) {
-    return fail(Step::MachAllocate, kr, "the exception listener's port set");
-  }
-  m_port_set = set;
-  Result<PortName> wake = mach::create_exception_port(m_space);
-  if (!wake) return std::unexpected(wake.error());
-  m_wake = *wake;
-  if (kern_return_t kr = mach_port_move_member(mach_task_self(), m_wake, m_port_set);
-      kr != KERN_SUCCESS) {
-    return fail(Step::MachMoveMember, kr, "the listener's wake port");
-  }
-  return {};
-}
-
-// Threads first: their handlers go back (under g_mutex, so none of them can exit meanwhile and
-// leave us a stale thread name). Then every message gets its answer, queued ones included, since
-// no thread must stay blocked on a port nobody reads; only then are the ports destroyed. The
-// answer is KERN_FAILURE, as for a Foreign fault: the kernel passes the exception on to the
-// signal path, whose handlers know whether the page is ours and writable by now.
-// The listener thread must be gone: its receive buffer is in use here.
-DarwinListener::~DarwinListener() {
-  if (m_abandoned) {  // in a forked child (exceptions/fork_hooks.h), single-threaded
-    if (g_listener == this) g_listener = nullptr;
-    return;
-  }
-  std::unordered_map<Tcr*, ThreadPort> threads;
-  {
-    MutexLock global(g_mutex);
-    if (g_listener == this) g_listener = nullptr;
-    {
-      MutexLock lock(m_mutex);
-      threads.swap(m_threads);
-      m_by_port.clear();  // so drain_queued answers each message at once
-    }
-    for (auto& [tcr, t] : threads) restore_handlers(t);
-  }
-  if (m_port_set != MACH_PORT_NULL) (void)drain_queued();
-  for (Pending& p : take_pending(Range{0, UINTPTR_MAX})) reply(p.request, KERN_FAILURE);
-  for (auto& [tcr, t] : threads) {
-    if (Result<void> r = mach::destroy_exception_port(m_space, t.port); !r) log_error(r.error());
-  }
-  if (m_wake != MACH_PORT_NULL) {
-    if (Result<void> r = mach::destroy_exception_port(m_space, m_wake); !r) log_error(r.error());
-  }
-  if (m_port_set != MACH_PORT_NULL) {
-    if (kern_return_t kr =
-            mach_port_mod_refs(mach_task_self(), m_port_set, MACH_PORT_RIGHT_PORT_SET, -1);
-        kr != KERN_SUCCESS) {
-      log_kr("destroying the port set", kr);
-    }
-  }
-}
-
-// --- Threads ---
-
-Result<void> DarwinListener::add_thread(Tcr& self) {
-  Result<PortName> port = mach::create_exception_port(m_space);
-  if (!port) return std::unexpected(port.error());
-  auto undo = [&] {
-    if (Result<void> r = mach::destroy_exception_port(m_space, *port); !r) log_error(r.error());
-  };
-  if (kern_return_t kr = mach_port_move_member(mach_task_self(), *port, m_port_set);
-      kr != KERN_SUCCESS) {
-    undo();
-    return fail(Step::MachMoveMember, kr, "a thread's exception port");
-  }
-  ThreadPort t;
-  t.tcr = &self;
-  t.port = *port;
-  // libpthread's cached name: no uref to release (mach_thread_self() would add one).
-  t.thread = pthread_mach_thread_np(pthread_self());
-  // The kernel copies a send right of its own; ours stays on the port's name until destroy.
-  if (kern_return_t kr = thread_swap_exception_ports(
-          t.thread, kMask, t.port,
-          static_cast<exception_behavior_t>(mach::behavior_value(kBehavior)), kFlavor,
-          t.saved.masks, &t.saved.count, t.saved.ports, t.saved.behaviors, t.saved.flavors);
-      kr != KERN_SUCCESS) {
-    undo();
-    return fail(Step::MachExceptionPorts, kr, "setting a thread's EXC_BAD_ACCESS port");
-  }
-  MutexLock lock(m_mutex);
-  m_by_port.emplace(t.port, &self);
-  m_threads.emplace(&self, std::move(t));
-  return {};
-}
-
-// The thread is running this, so no message of its own can be pending or queued.
-void DarwinListener::remove_thread(Tcr& self) {
-  ThreadPort t;
-  {
-    MutexLock lock(m_mutex);
-    auto it = m_threads.find(&self);
-    if (it == m_threads.end()) return;  // attached before this listener opened
-    t = std::move(it->second);
-    m_threads.erase(it);
-    m_by_port.erase(t.port);
-  }
-  restore_handlers(t);
-  if (Result<void> r = mach::destroy_exception_port(m_space, t.port); !r) log_error(r.error());
-}
-
-void DarwinListener::restore_handlers(ThreadPort& t) {
-  if (t.saved.count == 0) {
-    if (kern_return_t kr = thread_set_exception_ports(t.thread, kMask, MACH_PORT_NULL,
-                                                      EXCEPTION_DEFAULT, THREAD_STATE_NONE);
-        kr != KERN_SUCCESS) {
-      log_kr("clearing a thread's EXC_BAD_ACCESS port", kr);
-    }
-    return;
-  }
-  for (mach_msg_type_number_t i = 0; i < t.saved.count; ++i) {
-    if (kern_return_t kr = thread_set_exception_ports(t.thread, t.saved.masks[i], t.saved.ports[i],
-                                                      t.saved.behaviors[i], t.saved.flavors[i]);
-        kr != KERN_SUCCESS) {
-      log_kr("restoring a thread's exception handler", kr);
-    }
-  }
-  for (mach_msg_type_number_t i = 0; i < t.saved.count; ++i) {
-    if (mach::KernReturn kr = m_space.deallocate(t.saved.ports[i]); kr != KERN_SUCCESS) {
-      log_kr("releasing a saved exception handler's send right", kr);
-    }
-    t.saved.ports[i] = MACH_PORT_NULL;
-  }
-  t.saved.count = 0;
-}
+}  // namespace
 
 // --- Ranges ---
 
@@ -620,30 +343,4 @@ void DarwinListener::send_wake() {
   if (mr != MACH_MSG_SUCCESS && mr != MACH_SEND_TIMED_OUT) log_kr("waking the listener", mr);
 }
 
-}  // namespace
-
-// Threads started before the first open are not attached (thread_extensions.h): their faults go
-// to the task's handlers, as if no listener were there. A listener that is not installed is
-// destroyed with g_mutex free, since its destructor takes it.
-Result<std::unique_ptr<ListenerBackend>> ListenerBackend::open() {
-  if (Result<void> r = register_extension_once(); !r) return std::unexpected(r.error());
-  std::unique_ptr<DarwinListener> listener(new (std::nothrow) DarwinListener());
-  if (!listener) return fail(Step::RegionAllocate, ENOMEM, "the exception listener");
-  if (Result<void> r = listener->start(); !r) return std::unexpected(r.error());
-  bool installed = false;
-  {
-    MutexLock lock(g_mutex);
-    if (g_listener == nullptr) {
-      g_listener = listener.get();
-      installed = true;
-    }
-  }
-  if (!installed) {
-    return fail(
-        Step::BadArgument, 0,
-        "a Darwin ExceptionListener is already open (a thread has one EXC_BAD_ACCESS port)");
-  }
-  return std::unique_ptr<ListenerBackend>(std::move(listener));
-}
-
-}  // namespace tcr::detail
+}  // namespace tcr::detail::darwin_listener

@@ -1,5 +1,4 @@
 #include <algorithm>
-#include <mutex>
 #include <new>
 #include <utility>
 
@@ -7,6 +6,7 @@
 #include "exceptions/region_table.h"
 #include "exceptions/uffd_linux.h"
 #include "runtime/fork.h"
+#include "runtime/mutex.h"
 #include "runtime/os.h"
 
 namespace tcr::detail {
@@ -98,20 +98,23 @@ class LinuxAsyncTracker final : public AsyncTracker {
   int m_pagemap;
 };
 
-std::mutex g_mutex;
-AsyncTracker* g_tracker = nullptr;  // kept for the process's life once opened
+Mutex g_mutex;
+// Kept for the process's life once opened.
+AsyncTracker* g_tracker TCR_GUARDED_BY(g_mutex) = nullptr;
 
 }  // namespace
 
-void AsyncTracker::fork_prepare() { g_mutex.lock(); }
-void AsyncTracker::fork_parent() { g_mutex.unlock(); }
-void AsyncTracker::fork_child() {
+// The lock is taken in prepare and let go in parent, across the fork; the child, the only thread
+// left, re-creates it and then owns g_tracker without it. The analysis follows neither.
+void AsyncTracker::fork_prepare() TCR_NO_THREAD_SAFETY_ANALYSIS { g_mutex.lock(); }
+void AsyncTracker::fork_parent() TCR_NO_THREAD_SAFETY_ANALYSIS { g_mutex.unlock(); }
+void AsyncTracker::fork_child() TCR_NO_THREAD_SAFETY_ANALYSIS {
   recreate_in_child(g_mutex);
   delete std::exchange(g_tracker, nullptr);
 }
 
 Result<AsyncTracker*> AsyncTracker::instance() {
-  std::lock_guard lock(g_mutex);
+  MutexLock lock(g_mutex);
   if (g_tracker != nullptr) return g_tracker;
   Result<Uffd> uffd = open_uffd(UFFD_FEATURE_PAGEFAULT_FLAG_WP | kUffdFeatureWpAsync |
                                     kUffdFeatureWpUnpopulated,

@@ -6,13 +6,13 @@
 #include <sys/mman.h>
 
 #include <atomic>
-#include <mutex>
 
 #include "exceptions/region_table.h"
 #include "exceptions/stack_guard.h"
 #include "runtime/fork.h"
 #include "runtime/log.h"
 #include "runtime/machine_context.h"
+#include "runtime/mutex.h"
 #include "threads/tcr.h"
 #include "threads/thread_extensions.h"
 
@@ -130,10 +130,11 @@ void detail::set_chain_observer(ChainObserver observer) {
 }
 
 Result<void> install_fault_handlers() {
-  static std::mutex s_mutex;
-  static Result<void> s_result;
+  // g_prev_segv and g_prev_bus are written under it too, but read without it by the handler.
+  static Mutex s_mutex;
+  static Result<void> s_result TCR_GUARDED_BY(s_mutex);
   fork_participate(fork_guard("fault handlers", ForkRank::Setup, s_mutex));
-  std::lock_guard lock(s_mutex);
+  MutexLock lock(s_mutex);
   if (g_installed.load(std::memory_order_acquire)) return s_result;
   struct sigaction ours{};
   ours.sa_sigaction = on_fault;

@@ -16,6 +16,7 @@
 #include "exceptions/region_table.h"
 #include "runtime/fork.h"
 #include "runtime/log.h"
+#include "runtime/mutex.h"
 #include "runtime/os.h"
 #include "threads/thread_extensions.h"
 
@@ -23,14 +24,19 @@ namespace tcr {
 namespace {
 
 struct ListenerState {
-  std::mutex mutex;                 // backend, thread, paused, stop_requested
-  std::shared_mutex control;        // shared: a session arming pages; exclusive: stop()
+  Mutex mutex;
+  // Shared: a session arming pages; exclusive: stop(). Not a tcr::Mutex, and not checked by the
+  // analysis: it guards no field (it keeps stop() out while sessions arm pages), and a session's
+  // shared lock is handed to the caller (listener_session) and held across its calls.
+  std::shared_mutex control;
   std::condition_variable changed;  // paused or stop_requested changed
-  std::unique_ptr<detail::ListenerBackend> backend;
-  pthread_t thread{};
+  // Set once (open_backend) and kept until a forked child forgets it. The listener thread is
+  // handed its pointer at start, and stop() and set_paused() read it under the lock.
+  std::unique_ptr<detail::ListenerBackend> backend TCR_GUARDED_BY(mutex);
+  pthread_t thread TCR_GUARDED_BY(mutex) = {};
   std::atomic<bool> running{false};  // written under mutex; read without it
-  bool paused = false;
-  bool stop_requested = false;
+  bool paused TCR_GUARDED_BY(mutex) = false;
+  bool stop_requested TCR_GUARDED_BY(mutex) = false;
 
   std::atomic<std::uint64_t> batches{0};
   std::atomic<std::uint64_t> messages{0};
@@ -40,7 +46,6 @@ struct ListenerState {
   std::atomic<std::uint64_t> attributed{0};
 };
 
-// Never destroyed: the listener thread may outlive every static destructor at exit.
 // Built in static storage on first use, never destroyed (the listener thread may outlive static
 // destructors): no allocation, so the first region's create() cannot throw std::bad_alloc here.
 ListenerState& state() {
@@ -102,15 +107,16 @@ void handle(detail::ListenerBackend& backend, const detail::FaultMessage& m) {
   backend.resume(m, writable ? detail::FaultOutcome::Stale : detail::FaultOutcome::Foreign);
 }
 
-void* listener_main(void*) {
+// `arg` is the backend: kept until a forked child forgets it, and the thread is not in the child.
+void* listener_main(void* arg) {
   os::set_current_thread_name("tcr-listener");
   ListenerState& s = state();
-  detail::ListenerBackend& backend = *s.backend;
+  detail::ListenerBackend& backend = *static_cast<detail::ListenerBackend*>(arg);
   detail::FaultMessage batch[64];
   for (;;) {
     {
-      std::unique_lock lock(s.mutex);
-      s.changed.wait(lock, [&] { return !s.paused || s.stop_requested; });
+      UniqueLock lock(s.mutex);
+      lock.wait(s.changed, [&]() TCR_REQUIRES(s.mutex) { return !s.paused || s.stop_requested; });
       if (s.stop_requested) break;
     }
     bool woken = false;
@@ -118,8 +124,8 @@ void* listener_main(void*) {
     if (!n) {
       // The fd itself failed: nothing can be received any more. stop() still works.
       log::error("exception listener stops receiving: {}", n.error().message());
-      std::unique_lock lock(s.mutex);
-      s.changed.wait(lock, [&] { return s.stop_requested; });
+      UniqueLock lock(s.mutex);
+      lock.wait(s.changed, [&]() TCR_REQUIRES(s.mutex) { return s.stop_requested; });
       break;
     }
     if (woken) continue;  // control: re-read the flags
@@ -130,8 +136,7 @@ void* listener_main(void*) {
   return nullptr;
 }
 
-// Under s.mutex.
-Result<void> open_backend_locked(ListenerState& s) {
+Result<void> open_backend(ListenerState& s) TCR_REQUIRES(s.mutex) {
   if (s.backend) return {};
   Result<std::unique_ptr<detail::ListenerBackend>> backend = detail::ListenerBackend::open();
   if (!backend) return std::unexpected(backend.error());
@@ -139,17 +144,16 @@ Result<void> open_backend_locked(ListenerState& s) {
   return {};
 }
 
-// Under s.mutex.
-Result<void> start_locked(ListenerState& s) {
+Result<void> start_thread(ListenerState& s) TCR_REQUIRES(s.mutex) {
   if (s.running) return {};
-  if (Result<void> r = open_backend_locked(s); !r) return r;
+  if (Result<void> r = open_backend(s); !r) return r;
   s.stop_requested = false;
   // Every signal blocked, inherited by the thread: no stop-the-world or interrupt ever stops it
   // (threads blocked on a fault wait for it), and no runtime handler runs on it.
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  Result<pthread_t> thread = os::pthread_create(nullptr, listener_main, nullptr);
+  Result<pthread_t> thread = os::pthread_create(nullptr, listener_main, s.backend.get());
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   if (!thread) return std::unexpected(thread.error());
   s.thread = *thread;
@@ -164,8 +168,8 @@ namespace detail {
 Result<ListenerBackend*> listener_backend() {
   ListenerState& s = state();
   SignalsBlocked blocked;
-  std::lock_guard lock(s.mutex);
-  if (Result<void> r = open_backend_locked(s); !r) return std::unexpected(r.error());
+  MutexLock lock(s.mutex);
+  if (Result<void> r = open_backend(s); !r) return std::unexpected(r.error());
   return s.backend.get();
 }
 
@@ -176,24 +180,28 @@ Result<std::shared_lock<std::shared_mutex>> listener_session() {
   ListenerState& s = state();
   std::shared_lock session(s.control);
   if (s.running.load(std::memory_order_acquire)) return session;
-  std::lock_guard lock(s.mutex);
-  if (Result<void> r = start_locked(s); !r) return std::unexpected(r.error());
+  MutexLock lock(s.mutex);
+  if (Result<void> r = start_thread(s); !r) return std::unexpected(r.error());
   return session;
 }
 
-void listener_fork_prepare() {
+// Prepare takes both locks and parent (or child) lets them go: across the fork, from one function
+// into another, which the analysis cannot follow.
+void listener_fork_prepare() TCR_NO_THREAD_SAFETY_ANALYSIS {
   ListenerState& s = state();
   s.control.lock();  // no session arming pages, no stop() under way
   s.mutex.lock();
 }
 
-void listener_fork_parent() {
+void listener_fork_parent() TCR_NO_THREAD_SAFETY_ANALYSIS {
   ListenerState& s = state();
   s.mutex.unlock();
   s.control.unlock();
 }
 
-void listener_fork_child() {
+// The child's only thread, its locks just re-created (the parent's threads held them): the fields
+// are its own without taking them.
+void listener_fork_child() TCR_NO_THREAD_SAFETY_ANALYSIS {
   ListenerState& s = state();
   // A shared_mutex locked in the parent is not unlocked in the child: glibc's rwlock knows its
   // writer by thread id, which the child's thread does not have.
@@ -221,24 +229,29 @@ Result<void> ExceptionListener::start() {
   detail::fork_participate_exceptions();
   ListenerState& s = state();
   detail::SignalsBlocked blocked;
-  std::lock_guard lock(s.mutex);
-  return start_locked(s);
+  MutexLock lock(s.mutex);
+  return start_thread(s);
 }
 
 void ExceptionListener::stop() {
   ListenerState& s = state();
   detail::SignalsBlocked blocked;
   std::unique_lock control(s.control);  // no region is arming pages now
+  // Both stay as they are until this stop() is done: a start() meanwhile finds it running.
+  detail::ListenerBackend* backend = nullptr;
+  pthread_t thread{};
   {
-    std::lock_guard lock(s.mutex);
+    MutexLock lock(s.mutex);
     if (!s.running) return;
     s.stop_requested = true;
+    backend = s.backend.get();
+    thread = s.thread;
   }
   s.changed.notify_all();
-  s.backend->request_stop();
-  pthread_join(s.thread, nullptr);
+  backend->request_stop();
+  pthread_join(thread, nullptr);
   {
-    std::lock_guard lock(s.mutex);
+    MutexLock lock(s.mutex);
     s.running = false;
     s.stop_requested = false;
   }
@@ -250,7 +263,7 @@ void ExceptionListener::stop() {
   detail::for_each_region([&](detail::RegionCore& r) {
     if (r.mode != TrapMode::Listener) return;
     detail::claim_all_pages(r);
-    Result<void> off = s.backend->write_protect(r.base, r.length, false);
+    Result<void> off = backend->write_protect(r.base, r.length, false);
     detail::settle_all_pages(r, [](std::uint8_t was) {
       return was == detail::kPageOff ? detail::kPageOff : detail::kPageDirty;
     });
@@ -277,13 +290,15 @@ ListenerStats ExceptionListener::stats() const {
 void ExceptionListener::set_paused(bool paused) {
   ListenerState& s = state();
   detail::SignalsBlocked blocked;
+  detail::ListenerBackend* backend = nullptr;
   {
-    std::lock_guard lock(s.mutex);
+    MutexLock lock(s.mutex);
     s.paused = paused;
     if (!s.running) return;
+    backend = s.backend.get();
   }
   s.changed.notify_all();
-  s.backend->request_stop();  // a receive() under way returns and re-reads the flag
+  backend->request_stop();  // a receive() under way returns and re-reads the flag
 }
 
 }  // namespace tcr

@@ -2,7 +2,8 @@
 // Listener-mode region reaches the listener thread, and how the listener lets the faulting thread
 // go. Linux: one userfaultfd in write-protect mode plus an eventfd for control
 // (listener_linux.cpp). Darwin: a Mach exception port per thread, gathered in a port set
-// (listener_darwin.cpp, compiled only on Apple). Internal to exceptions/.
+// (listener_darwin.h: listener_ports_darwin.cpp and listener_messages_darwin.cpp, compiled only on
+// Apple). Internal to exceptions/.
 // Thread-safety: receive() and resume() are called by the listener thread only; the other calls
 // from any thread, concurrently with receive().
 #pragma once

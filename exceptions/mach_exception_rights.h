@@ -1,6 +1,6 @@
 // The port rights of the Darwin exception listener, written once against PortSpace
 // (runtime/mach_ports.h) so the accounting tested on MachModel is the code that runs on Darwin
-// (listener_darwin.cpp, on XnuPortSpace): a thread's exception port (made, and later released
+// (listener_*_darwin.cpp, on XnuPortSpace): a thread's exception port (made, and later released
 // right by right, without ever leaving a dead name), and the rights an exception message carries
 // (seed 001's second leak), plus the mach_exc wire format, parsed by hand (no MIG) and portable so
 // it is tested here too. Stateless functions, as thread-safe as the PortSpace they are given.

@@ -6,17 +6,22 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <mutex>
 #include <new>
 #include <utility>
 
-#include "runtime/machine_context.h"
-#include "runtime/os.h"
-
 #include "runtime/fork.h"
+#include "runtime/machine_context.h"
+#include "runtime/mutex.h"
+#include "runtime/os.h"
 
 namespace tcr::detail {
 namespace {
+
+// Add and remove take it; readers never do. It serializes the writers of g_slots and
+// g_released, which are not TCR_GUARDED_BY it for that reason: the fault handler and the
+// listener read them without a lock (async-signal-safe atomics). What needs it says so with
+// TCR_REQUIRES.
+Mutex g_change_mutex;
 
 std::atomic<RegionCore*> g_slots[kMaxRegions];
 
@@ -27,8 +32,7 @@ struct ReleasedRange {
   std::atomic<std::uintptr_t> high{0};
 };
 ReleasedRange g_released[kReleasedRing];
-std::size_t g_released_next = 0;
-std::mutex g_change_mutex;  // add and remove; readers never take it
+std::size_t g_released_next TCR_GUARDED_BY(g_change_mutex) = 0;
 
 }  // namespace
 
@@ -62,8 +66,9 @@ RegionCore* region_slot(std::size_t i) { return g_slots[i].load(std::memory_orde
 
 namespace {
 
-// Under g_change_mutex. The free slot for [base, base + length), or BadArgument.
-Result<std::atomic<RegionCore*>*> find_slot_locked(const char* base, std::size_t length) {
+// The free slot for [base, base + length), or BadArgument.
+Result<std::atomic<RegionCore*>*> find_free_slot(const char* base, std::size_t length)
+    TCR_REQUIRES(g_change_mutex) {
   std::atomic<RegionCore*>* free_slot = nullptr;
   for (std::atomic<RegionCore*>& slot : g_slots) {
     RegionCore* r = slot.load(std::memory_order_relaxed);
@@ -90,15 +95,15 @@ Result<std::atomic<RegionCore*>*> find_slot_locked(const char* base, std::size_t
 }  // namespace
 
 Result<void> check_room_for(const char* base, std::size_t length) {
-  std::lock_guard lock(g_change_mutex);
-  Result<std::atomic<RegionCore*>*> slot = find_slot_locked(base, length);
+  MutexLock lock(g_change_mutex);
+  Result<std::atomic<RegionCore*>*> slot = find_free_slot(base, length);
   if (!slot) return std::unexpected(slot.error());
   return {};
 }
 
 Result<void> add_region(RegionCore* region) {
-  std::lock_guard lock(g_change_mutex);
-  Result<std::atomic<RegionCore*>*> slot = find_slot_locked(region->base, region->length);
+  MutexLock lock(g_change_mutex);
+  Result<std::atomic<RegionCore*>*> slot = find_free_slot(region->base, region->length);
   if (!slot) return std::unexpected(slot.error());
   (*slot)->store(region, std::memory_order_seq_cst);
   return {};
@@ -106,7 +111,7 @@ Result<void> add_region(RegionCore* region) {
 
 void remove_region(RegionCore* region) {
   // Under the change mutex throughout, so one flip's readers drain before the next flip.
-  std::lock_guard lock(g_change_mutex);
+  MutexLock lock(g_change_mutex);
   for (std::atomic<RegionCore*>& slot : g_slots) {
     if (slot.load(std::memory_order_relaxed) == region) {
       slot.store(nullptr, std::memory_order_seq_cst);
@@ -127,8 +132,10 @@ void remove_region(RegionCore* region) {
   }
 }
 
-void region_table_fork_prepare() { g_change_mutex.lock(); }
-void region_table_fork_parent() { g_change_mutex.unlock(); }
+// Taken in prepare and let go in parent (or re-created in child), across the fork: the analysis
+// follows no lock from one function into another.
+void region_table_fork_prepare() TCR_NO_THREAD_SAFETY_ANALYSIS { g_change_mutex.lock(); }
+void region_table_fork_parent() TCR_NO_THREAD_SAFETY_ANALYSIS { g_change_mutex.unlock(); }
 void region_table_fork_child() {
   recreate_in_child(g_change_mutex);
   g_readers[0].store(0, std::memory_order_relaxed);

@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <new>
 
+#include "runtime/mutex.h"
+
 namespace tcr {
 namespace {
 
@@ -18,12 +20,15 @@ constexpr std::size_t kMaxParticipants = 32;
 struct Registry {
   // Registration only. Not held across a fork: a registration that waited for a fork could hold
   // a lock that the fork's prepare step waits for.
-  std::mutex mutex;
+  Mutex mutex;
+  // Written under mutex, but not guarded by it: the fork's prepare step reads the entries below
+  // count without the lock (count's release store publishes each one).
   ForkParticipant table[kMaxParticipants];
   std::atomic<std::size_t> count{0};  // entries below it are complete
-  bool atfork_installed = false;      // under mutex
+  bool atfork_installed TCR_GUARDED_BY(mutex) = false;
   // The participants of the fork in progress, by rank: taken at prepare, so that a registration
-  // meanwhile does not run a parent or child step whose prepare never ran.
+  // meanwhile does not run a parent or child step whose prepare never ran. The forking thread's
+  // own, under libc's atfork lock (a lock of libc's, which the analysis does not see).
   ForkParticipant running[kMaxParticipants];
   std::size_t running_count = 0;
 };
@@ -65,7 +70,7 @@ void on_child() {
 
 void fork_participate(const ForkParticipant& participant) {
   Registry& r = registry();
-  std::lock_guard lock(r.mutex);
+  MutexLock lock(r.mutex);
   const std::size_t n = r.count.load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < n; ++i) {
     if (r.table[i].prepare == participant.prepare && r.table[i].context == participant.context) {
@@ -87,21 +92,6 @@ void fork_participate(const ForkParticipant& participant) {
   }
   r.table[n] = participant;
   r.count.store(n + 1, std::memory_order_release);
-}
-
-// The lock is taken in one callback and let go in another: no analysis across them.
-ForkParticipant fork_guard(const char* name, ForkRank rank, Mutex& mutex) {
-  return ForkParticipant{
-      name, rank, [](void* m) TCR_NO_THREAD_SAFETY_ANALYSIS { static_cast<Mutex*>(m)->lock(); },
-      [](void* m) TCR_NO_THREAD_SAFETY_ANALYSIS { static_cast<Mutex*>(m)->unlock(); },
-      [](void* m) { recreate_in_child(*static_cast<Mutex*>(m)); }, &mutex};
-}
-
-ForkParticipant fork_guard(const char* name, ForkRank rank, std::mutex& mutex) {
-  return ForkParticipant{
-      name, rank, [](void* m) { static_cast<std::mutex*>(m)->lock(); },
-      [](void* m) { static_cast<std::mutex*>(m)->unlock(); },
-      [](void* m) { recreate_in_child(*static_cast<std::mutex*>(m)); }, &mutex};
 }
 
 }  // namespace tcr

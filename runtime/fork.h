@@ -12,11 +12,11 @@
 // they must not log (but for child steps, after the logger's), allocate under a lock, or register.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
-#include <mutex>
 #include <new>
 
-#include "runtime/mutex.h"
+#include "runtime/thread_annotations.h"
 
 namespace tcr {
 
@@ -46,11 +46,6 @@ struct ForkParticipant {
 // no-op. The table is small and fixed (tcr's own modules): overflowing it is a bug, and aborts.
 void fork_participate(const ForkParticipant& participant);
 
-// The participant for one plain mutex: prepare locks it, the parent unlocks it, the child
-// re-creates it unlocked.
-ForkParticipant fork_guard(const char* name, ForkRank rank, std::mutex& mutex);
-ForkParticipant fork_guard(const char* name, ForkRank rank, Mutex& mutex);
-
 // Re-creates `object` in place, without destroying it: for locks and condition variables in a
 // forked child, where a thread that no longer exists may hold or wait on them (destroying a
 // condition variable would wait for those waiters; unlocking a lock the forking thread never
@@ -58,6 +53,24 @@ ForkParticipant fork_guard(const char* name, ForkRank rank, Mutex& mutex);
 template <class T>
 void recreate_in_child(T& object) {
   new (&object) T();
+}
+
+// A plain lock a fork guard can hold: std::mutex, tcr::Mutex.
+template <class L>
+concept ForkLockable = std::default_initializable<L> && requires(L& lock) {
+  lock.lock();
+  lock.unlock();
+};
+
+// The participant for one plain lock: prepare locks it, the parent unlocks it, the child
+// re-creates it unlocked. The lock is taken in one callback and let go in another: the
+// thread-safety analysis cannot follow it across them.
+template <ForkLockable L>
+ForkParticipant fork_guard(const char* name, ForkRank rank, L& lock) {
+  return ForkParticipant{
+      name, rank, [](void* l) TCR_NO_THREAD_SAFETY_ANALYSIS { static_cast<L*>(l)->lock(); },
+      [](void* l) TCR_NO_THREAD_SAFETY_ANALYSIS { static_cast<L*>(l)->unlock(); },
+      [](void* l) { recreate_in_child(*static_cast<L*>(l)); }, &lock};
 }
 
 }  // namespace tcr

@@ -19,10 +19,6 @@ class TCR_CAPABILITY("mutex") Mutex {
 
   void lock() TCR_ACQUIRE() { m_mutex.lock(); }
   void unlock() TCR_RELEASE() { m_mutex.unlock(); }
-  bool try_lock() TCR_TRY_ACQUIRE(true) { return m_mutex.try_lock(); }
-  // Tells the analysis the caller holds it, where it cannot see so itself (a callback run under
-  // the lock by code that the analysis does not read).
-  void assert_held() const TCR_ASSERT_CAPABILITY(this) {}
 
  private:
   friend class UniqueLock;
@@ -52,17 +48,12 @@ class TCR_SCOPED_CAPABILITY UniqueLock {
 
   void lock() TCR_ACQUIRE() { m_lock.lock(); }
   void unlock() TCR_RELEASE() { m_lock.unlock(); }
-  bool owns_lock() const { return m_lock.owns_lock(); }
 
-  // The lock is held before and after (the analysis's view: the wait gives it up only inside).
-  void wait(std::condition_variable& cv) { cv.wait(m_lock); }
+  // Until ready() (called with the lock held: a lambda says TCR_REQUIRES). The lock is held before
+  // and after (the analysis's view: the wait gives it up only inside).
   template <typename Predicate>
   void wait(std::condition_variable& cv, Predicate ready) {
     cv.wait(m_lock, ready);
-  }
-  template <typename Duration>
-  std::cv_status wait_for(std::condition_variable& cv, Duration d) {
-    return cv.wait_for(m_lock, d);
   }
 
  private:

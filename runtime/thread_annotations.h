@@ -14,14 +14,10 @@
 #define TCR_CAPABILITY(name) TCR_THREAD_ANNOTATION(capability(name))
 #define TCR_SCOPED_CAPABILITY TCR_THREAD_ANNOTATION(scoped_lockable)
 #define TCR_GUARDED_BY(m) TCR_THREAD_ANNOTATION(guarded_by(m))
-#define TCR_PT_GUARDED_BY(m) TCR_THREAD_ANNOTATION(pt_guarded_by(m))
 #define TCR_REQUIRES(...) TCR_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
 #define TCR_EXCLUDES(...) TCR_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
 #define TCR_ACQUIRE(...) TCR_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
 #define TCR_RELEASE(...) TCR_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
-#define TCR_TRY_ACQUIRE(...) TCR_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
-#define TCR_ASSERT_CAPABILITY(m) TCR_THREAD_ANNOTATION(assert_capability(m))
-#define TCR_RETURN_CAPABILITY(m) TCR_THREAD_ANNOTATION(lock_returned(m))
 // For the few functions whose locking the analysis cannot follow (a lock taken in one function
 // and released in another across fork(), say); each use says why.
 #define TCR_NO_THREAD_SAFETY_ANALYSIS TCR_THREAD_ANNOTATION(no_thread_safety_analysis)

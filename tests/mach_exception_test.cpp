@@ -1,5 +1,5 @@
 // The Darwin exception listener's port rights (exceptions/mach_exception_rights.h), as
-// specifications, on MachModel: the code listener_darwin.cpp runs on XnuPortSpace, here on a model
+// specifications, on MachModel: what the Darwin listener runs on XnuPortSpace, here on a model
 // of one Mach IPC space. Seed 001: "Mach messages received from the kernel after registering with
 // thread_swap_exception_ports may contain Mach ports ... Any such ports must be deallocated by the
 // receiver", or "the extra ... references to the thread port would eventually turn into dead

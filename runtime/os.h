@@ -1,8 +1,9 @@
 // tcr::os: the thin shim every resource-acquiring OS call in tcr goes through.
-// Each call returns Result<T> whose Error names the call and carries errno. Tests make the Nth call
-// of a given kind fail with a chosen errno (FaultPlan) to prove each error path is clear and leaks
-// nothing. Injection is process-wide and thread-safe; when nothing is armed a call pays one relaxed
-// atomic load. Releasing calls (close, munmap) are not injectable: a release must not fail.
+// Each call returns Result<T> whose Error names the call and carries errno. Each acquisition asks
+// take_fault() first, so that tests (tcr_testing's testing/fault_injection.h, not installed) can
+// make the Nth call of a given kind fail with a chosen errno and prove each error path is clear and
+// leaks nothing; in the library alone that question costs one relaxed atomic load. Releasing calls
+// (close, munmap) are not injectable: a release must not fail.
 #pragma once
 
 #include <signal.h>
@@ -39,30 +40,17 @@ enum class Call : std::uint8_t {
 
 const char* to_string(Call call);
 
-// ---- fault injection (tests) ------------------------------------------------------------------
+// ---- the fault hook (for tcr_testing only) ------------------------------------------------------
 
-// Arms `call`: of the calls made from now on, number `nth` (1 = the next one) fails with `err`,
-// and so do the `times - 1` calls after it. Re-arming replaces the previous plan for that call.
-void fail_nth(Call call, std::uint64_t nth, int err, std::uint64_t times = 1);
-// Disarms every call.
-void clear_faults();
-// How many times `call` has been made (including failed ones) since the process started.
-std::uint64_t call_count(Call call);
-
-// If `call` is armed and this is the chosen call, returns the errno to fail with; else 0.
-// Used by the shim itself and by glue that wraps a library call (Boehm's registration).
+// Every injectable call, in the shim and in glue that wraps a library call (Boehm's registration),
+// asks this first: 0 lets the call go on, an errno makes it fail with that errno. It asks the hook
+// if one is set, else answers 0 after one relaxed atomic load.
 int take_fault(Call call);
 
-// RAII: arms on construction, disarms everything on destruction.
-class ScopedFault {
- public:
-  ScopedFault(Call call, std::uint64_t nth, int err, std::uint64_t times = 1) {
-    fail_nth(call, nth, err, times);
-  }
-  ~ScopedFault() { clear_faults(); }
-  ScopedFault(const ScopedFault&) = delete;
-  ScopedFault& operator=(const ScopedFault&) = delete;
-};
+// The one hook, null in the library. tcr_testing sets it during static initialization, so in a
+// test binary it sees (and counts) every call since the process started. Nothing else sets it.
+using FaultHook = int (*)(Call call);
+void set_fault_hook(FaultHook hook);
 
 // ---- the calls --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@
 
 #include "runtime/machine_context.h"
 #include "runtime/os.h"
+#include "testing/fault_injection.h"
 #include "tests/test_support.h"
 
 namespace tcr {

@@ -11,6 +11,7 @@
 #include "runtime/kernel_handle.h"
 #include "runtime/os.h"
 #include "runtime/resources.h"
+#include "testing/fault_injection.h"
 #include "tests/test_support.h"
 
 namespace tcr {

@@ -2,7 +2,7 @@
 // normalize_send_refs path the Darwin build takes, driven by real spawns and real thread exits.
 #include <gtest/gtest.h>
 
-#include "runtime/mach_model.h"
+#include "testing/mach_model.h"
 #include "tests/test_support.h"
 
 namespace tcr {

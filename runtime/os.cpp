@@ -22,20 +22,9 @@ std::atomic<FaultHook> g_fault_hook{nullptr};
 
 const char* to_string(Call call) {
   switch (call) {
-    case Call::PthreadCreate: return "pthread_create";
-    case Call::Mmap: return "mmap";
-    case Call::Mprotect: return "mprotect";
-    case Call::PidfdOpen: return "pidfd_open";
-    case Call::PidfdSendSignal: return "pidfd_send_signal";
-    case Call::Tgkill: return "tgkill";
-    case Call::Poll: return "poll";
-    case Call::GcRegister: return "GC_register_my_thread";
-    case Call::Sigaltstack: return "sigaltstack";
-    case Call::Userfaultfd: return "userfaultfd";
-    case Call::UffdIoctl: return "ioctl (userfaultfd)";
-    case Call::PagemapScan: return "PAGEMAP_SCAN";
-    case Call::Eventfd: return "eventfd";
-    case Call::ProcMaps: return "reading /proc/thread-self/maps";
+#define TCR_OS_CALL_TEXT(name, text) case Call::name: return text;
+    TCR_OS_CALLS(TCR_OS_CALL_TEXT)
+#undef TCR_OS_CALL_TEXT
     case Call::kCount: break;
   }
   return "?";

@@ -19,25 +19,33 @@
 
 namespace tcr::os {
 
-// Each acquisition point tcr has. Keep in sync with to_string(Call).
+// Each acquisition point tcr has, once: X(Name, "what to_string prints"). The enum and
+// to_string(Call) are made from it.
+#define TCR_OS_CALLS(X)                                                                          \
+  X(PthreadCreate, "pthread_create")                                                             \
+  X(Mmap, "mmap")                                                                                \
+  X(Mprotect, "mprotect")                                                                        \
+  X(PidfdOpen, "pidfd_open")                                                                     \
+  X(PidfdSendSignal, "pidfd_send_signal")                                                        \
+  X(Tgkill, "tgkill")                                                                            \
+  X(Poll, "poll")                                                                                \
+  X(GcRegister, "GC_register_my_thread")                                                         \
+  X(Sigaltstack, "sigaltstack")                                                                  \
+  X(Userfaultfd, "userfaultfd")                                                                  \
+  X(UffdIoctl, "ioctl (userfaultfd)")                                                            \
+  X(PagemapScan, "PAGEMAP_SCAN")                                                                 \
+  X(Eventfd, "eventfd")                                                                          \
+  /* reading the process's memory map: the open, then each read (Darwin: each region) */         \
+  X(ProcMaps, "reading /proc/thread-self/maps")
+
 enum class Call : std::uint8_t {
-  PthreadCreate,
-  Mmap,
-  Mprotect,
-  PidfdOpen,
-  PidfdSendSignal,
-  Tgkill,
-  Poll,
-  GcRegister,
-  Sigaltstack,
-  Userfaultfd,
-  UffdIoctl,
-  PagemapScan,
-  Eventfd,
-  ProcMaps,  // reading the process's memory map: the open, then each read (Darwin: each region)
-  kCount
+#define TCR_OS_CALL_ENUMERATOR(name, text) name,
+  TCR_OS_CALLS(TCR_OS_CALL_ENUMERATOR)
+#undef TCR_OS_CALL_ENUMERATOR
+  kCount  // how many; not a call
 };
 
+// The call's name; "?" for kCount or a value outside the list.
 const char* to_string(Call call);
 
 // ---- the fault hook (for tcr_testing only) ------------------------------------------------------

@@ -1,8 +1,8 @@
 // Mach send-right accounting, written once against PortSpace so the same code runs on Darwin
 // (XnuPortSpace, real Mach calls, Apple only) and here, in tests, on MachModel (a user-space model
-// of one Mach IPC space; see mach_model.h). This is the seeds' fix: a thread's kernel port must
-// leave shutdown_thread_tcr with exactly one send-right user reference (the one libpthread drops
-// at exit), or its name outlives the thread as a dead name and the IPC space grows forever.
+// of one Mach IPC space; see testing/mach_model.h). This is the seeds' fix: a thread's kernel port
+// must leave shutdown_thread_tcr with exactly one send-right user reference (the one libpthread
+// drops at exit), or its name outlives the thread as a dead name and the IPC space grows forever.
 // Types mirror <mach/*.h> without including them, so core code compiles on every platform.
 #pragma once
 

@@ -1,5 +1,5 @@
-// Fault injection for the OS shim, and the calls that POSIX spells the same everywhere; the
-// others live in os_<platform>.cpp.
+// The OS shim's fault hook, and the calls that POSIX spells the same everywhere; the others live
+// in os_<platform>.cpp.
 #include <errno.h>
 #include <signal.h>
 #include <poll.h>
@@ -14,69 +14,28 @@
 namespace tcr::os {
 namespace {
 
-struct Plan {
-  std::atomic<std::uint64_t> calls{0};
-  // Calls numbered [first, first + times) fail; 0 means disarmed.
-  std::atomic<std::uint64_t> first{0};
-  std::atomic<std::uint64_t> times{0};
-  std::atomic<int> err{0};
-};
-
-Plan g_plans[static_cast<std::size_t>(Call::kCount)];
-std::atomic<bool> g_any_armed{false};
-
-Plan& plan(Call call) { return g_plans[static_cast<std::size_t>(call)]; }
+// Set once, in a binary that links tcr_testing, by a static initializer: on the main thread before
+// main, so before any other thread exists. Hence relaxed, load and store.
+std::atomic<FaultHook> g_fault_hook{nullptr};
 
 }  // namespace
 
 const char* to_string(Call call) {
   switch (call) {
-    case Call::PthreadCreate: return "pthread_create";
-    case Call::Mmap: return "mmap";
-    case Call::Mprotect: return "mprotect";
-    case Call::PidfdOpen: return "pidfd_open";
-    case Call::PidfdSendSignal: return "pidfd_send_signal";
-    case Call::Tgkill: return "tgkill";
-    case Call::Poll: return "poll";
-    case Call::GcRegister: return "GC_register_my_thread";
-    case Call::Sigaltstack: return "sigaltstack";
-    case Call::Userfaultfd: return "userfaultfd";
-    case Call::UffdIoctl: return "ioctl (userfaultfd)";
-    case Call::PagemapScan: return "PAGEMAP_SCAN";
-    case Call::Eventfd: return "eventfd";
-    case Call::ProcMaps: return "reading /proc/thread-self/maps";
+#define TCR_OS_CALL_TEXT(name, text) case Call::name: return text;
+    TCR_OS_CALLS(TCR_OS_CALL_TEXT)
+#undef TCR_OS_CALL_TEXT
     case Call::kCount: break;
   }
   return "?";
 }
 
-void fail_nth(Call call, std::uint64_t nth, int err, std::uint64_t times) {
-  Plan& p = plan(call);
-  p.first.store(0, std::memory_order_relaxed);  // disarm while rewriting
-  p.err.store(err, std::memory_order_relaxed);
-  p.times.store(times, std::memory_order_relaxed);
-  // The call counter is global; "the nth from now" is relative to the count at arming time.
-  p.first.store(p.calls.load(std::memory_order_relaxed) + nth, std::memory_order_release);
-  g_any_armed.store(true, std::memory_order_release);
-}
-
-void clear_faults() {
-  g_any_armed.store(false, std::memory_order_release);
-  for (Plan& p : g_plans) p.first.store(0, std::memory_order_release);
-}
-
-std::uint64_t call_count(Call call) { return plan(call).calls.load(std::memory_order_relaxed); }
-
 int take_fault(Call call) {
-  Plan& p = plan(call);
-  const std::uint64_t number = p.calls.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (!g_any_armed.load(std::memory_order_acquire)) return 0;
-  const std::uint64_t first = p.first.load(std::memory_order_acquire);
-  if (first == 0 || number < first || number >= first + p.times.load(std::memory_order_relaxed)) {
-    return 0;
-  }
-  return p.err.load(std::memory_order_relaxed);
+  const FaultHook hook = g_fault_hook.load(std::memory_order_relaxed);
+  return hook == nullptr ? 0 : hook(call);
 }
+
+void set_fault_hook(FaultHook hook) { g_fault_hook.store(hook, std::memory_order_relaxed); }
 
 // ---- POSIX calls --------------------------------------------------------------------------------
 

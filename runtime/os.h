@@ -1,8 +1,9 @@
 // tcr::os: the thin shim every resource-acquiring OS call in tcr goes through.
-// Each call returns Result<T> whose Error names the call and carries errno. Tests make the Nth call
-// of a given kind fail with a chosen errno (FaultPlan) to prove each error path is clear and leaks
-// nothing. Injection is process-wide and thread-safe; when nothing is armed a call pays one relaxed
-// atomic load. Releasing calls (close, munmap) are not injectable: a release must not fail.
+// Each call returns Result<T> whose Error names the call and carries errno. Each acquisition asks
+// take_fault() first, so that tests (tcr_testing's testing/fault_injection.h, not installed) can
+// make the Nth call of a given kind fail with a chosen errno and prove each error path is clear and
+// leaks nothing; in the library alone that question costs one relaxed atomic load. Releasing calls
+// (close, munmap) are not injectable: a release must not fail.
 #pragma once
 
 #include <signal.h>
@@ -18,51 +19,46 @@
 
 namespace tcr::os {
 
-// Each acquisition point tcr has. Keep in sync with to_string(Call).
+// Each acquisition point tcr has, once: X(Name, "what to_string prints"). The enum and
+// to_string(Call) are made from it.
+#define TCR_OS_CALLS(X)                                                                          \
+  X(PthreadCreate, "pthread_create")                                                             \
+  X(Mmap, "mmap")                                                                                \
+  X(Mprotect, "mprotect")                                                                        \
+  X(PidfdOpen, "pidfd_open")                                                                     \
+  X(PidfdSendSignal, "pidfd_send_signal")                                                        \
+  X(Tgkill, "tgkill")                                                                            \
+  X(Poll, "poll")                                                                                \
+  X(GcRegister, "GC_register_my_thread")                                                         \
+  X(Sigaltstack, "sigaltstack")                                                                  \
+  X(Userfaultfd, "userfaultfd")                                                                  \
+  X(UffdIoctl, "ioctl (userfaultfd)")                                                            \
+  X(PagemapScan, "PAGEMAP_SCAN")                                                                 \
+  X(Eventfd, "eventfd")                                                                          \
+  /* reading the process's memory map: the open, then each read (Darwin: each region) */         \
+  X(ProcMaps, "reading /proc/thread-self/maps")
+
 enum class Call : std::uint8_t {
-  PthreadCreate,
-  Mmap,
-  Mprotect,
-  PidfdOpen,
-  PidfdSendSignal,
-  Tgkill,
-  Poll,
-  GcRegister,
-  Sigaltstack,
-  Userfaultfd,
-  UffdIoctl,
-  PagemapScan,
-  Eventfd,
-  ProcMaps,  // reading the process's memory map: the open, then each read (Darwin: each region)
-  kCount
+#define TCR_OS_CALL_ENUMERATOR(name, text) name,
+  TCR_OS_CALLS(TCR_OS_CALL_ENUMERATOR)
+#undef TCR_OS_CALL_ENUMERATOR
+  kCount  // how many; not a call
 };
 
+// The call's name; "?" for kCount or a value outside the list.
 const char* to_string(Call call);
 
-// ---- fault injection (tests) ------------------------------------------------------------------
+// ---- the fault hook (for tcr_testing only) ------------------------------------------------------
 
-// Arms `call`: of the calls made from now on, number `nth` (1 = the next one) fails with `err`,
-// and so do the `times - 1` calls after it. Re-arming replaces the previous plan for that call.
-void fail_nth(Call call, std::uint64_t nth, int err, std::uint64_t times = 1);
-// Disarms every call.
-void clear_faults();
-// How many times `call` has been made (including failed ones) since the process started.
-std::uint64_t call_count(Call call);
-
-// If `call` is armed and this is the chosen call, returns the errno to fail with; else 0.
-// Used by the shim itself and by glue that wraps a library call (Boehm's registration).
+// Every injectable call, in the shim and in glue that wraps a library call (Boehm's registration),
+// asks this first: 0 lets the call go on, an errno makes it fail with that errno. It asks the hook
+// if one is set, else answers 0 after one relaxed atomic load.
 int take_fault(Call call);
 
-// RAII: arms on construction, disarms everything on destruction.
-class ScopedFault {
- public:
-  ScopedFault(Call call, std::uint64_t nth, int err, std::uint64_t times = 1) {
-    fail_nth(call, nth, err, times);
-  }
-  ~ScopedFault() { clear_faults(); }
-  ScopedFault(const ScopedFault&) = delete;
-  ScopedFault& operator=(const ScopedFault&) = delete;
-};
+// The one hook, null in the library. tcr_testing sets it during static initialization, so in a
+// test binary it sees (and counts) every call since the process started. Nothing else sets it.
+using FaultHook = int (*)(Call call);
+void set_fault_hook(FaultHook hook);
 
 // ---- the calls --------------------------------------------------------------------------------
 

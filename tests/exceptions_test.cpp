@@ -22,7 +22,7 @@
 #include "exceptions/fault_signals.h"
 #include "exceptions/listener.h"
 #include "exceptions/protected_region.h"
-#include "runtime/os.h"
+#include "testing/fault_injection.h"
 #include "tests/test_support.h"
 
 namespace tcr {

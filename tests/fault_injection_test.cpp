@@ -1,5 +1,7 @@
 // Every OS call on the spawn and adopt paths made to fail through the shim: the error names the
-// step and carries errno, the manager stays usable, and the ledger shows nothing leaked.
+// step and carries errno, the manager stays usable, and the ledger shows nothing leaked. And the
+// names themselves: every Step and os::Call has one, and a Step's category says what its message
+// prints of the code.
 #include <gtest/gtest.h>
 #include <errno.h>
 
@@ -7,12 +9,18 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
+#include <iterator>
+#include <set>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "runtime/kernel_handle.h"
 
 #include "runtime/os.h"
+#include "testing/fault_injection.h"
 #include "tests/test_support.h"
 
 namespace tcr {
@@ -165,6 +173,68 @@ TEST(FaultPlan, FailsExactlyTheNthCallAndTheOnesAfterIt) {
   EXPECT_EQ(os::take_fault(os::Call::Poll), 0);
   os::clear_faults();
   EXPECT_EQ(os::call_count(os::Call::Poll), start + 4);
+}
+
+// These go through the lists themselves (TCR_STEPS, TCR_OS_CALLS), so an entry added there is
+// checked here without a word of this test changing.
+TEST(Steps, EachHasItsOwnNameAndACategoryThatSaysHowItsCodeIsPrinted) {
+  struct Listed {
+    Step step;
+    StepCategory category;
+    std::string_view text;
+  };
+  const Listed listed[] = {
+#define TCR_LISTED_STEP(name, category, text) {Step::name, StepCategory::category, text},
+      TCR_STEPS(TCR_LISTED_STEP)
+#undef TCR_LISTED_STEP
+  };
+  std::set<std::string_view> names;
+  for (const Listed& l : listed) {
+    const std::string_view name = to_string(l.step);
+    SCOPED_TRACE(name);
+    EXPECT_EQ(name, l.text);
+    EXPECT_FALSE(name.empty());
+    EXPECT_NE(name, "unknown step");
+    EXPECT_TRUE(names.insert(name).second) << "two steps read alike";
+    EXPECT_EQ(category(l.step), l.category);
+    const std::string message = fail(l.step, EPERM).error().message();
+    switch (category(l.step)) {
+      case StepCategory::Errno:
+        EXPECT_EQ(message, std::string(name) + ": " + std::strerror(EPERM) + " (EPERM)");
+        break;
+      case StepCategory::KernReturn:
+        EXPECT_EQ(message, std::string(name) + ": kern_return_t " + std::to_string(EPERM));
+        break;
+      case StepCategory::Rule:
+        EXPECT_EQ(message, name);
+        break;
+      default:
+        ADD_FAILURE() << "no category";
+    }
+  }
+  // ThreadExited is a rule of the API whose code is the kernel's ESRCH.
+  EXPECT_EQ(category(Step::ThreadExited), StepCategory::Errno);
+  EXPECT_EQ(category(Step::GcRegister), StepCategory::Errno);
+  EXPECT_EQ(category(Step::MachMsg), StepCategory::KernReturn);
+  EXPECT_EQ(category(Step::StaleThread), StepCategory::Rule);
+  EXPECT_EQ(to_string(static_cast<Step>(std::size(listed))), "unknown step");
+}
+
+TEST(OsCalls, EachHasItsOwnName) {
+  const os::Call listed[] = {
+#define TCR_LISTED_CALL(name, text) os::Call::name,
+      TCR_OS_CALLS(TCR_LISTED_CALL)
+#undef TCR_LISTED_CALL
+  };
+  static_assert(std::size(listed) == static_cast<std::size_t>(os::Call::kCount));
+  std::set<std::string_view> names;
+  for (os::Call call : listed) {
+    const std::string_view name = os::to_string(call);
+    EXPECT_FALSE(name.empty());
+    EXPECT_NE(name, "?");
+    EXPECT_TRUE(names.insert(name).second) << name << ": two calls read alike";
+  }
+  EXPECT_STREQ(os::to_string(os::Call::kCount), "?");
 }
 
 }  // namespace

@@ -28,8 +28,8 @@
 
 #include "exceptions/listener.h"
 #include "exceptions/protected_region.h"
-#include "runtime/os.h"
 #include "runtime/resources.h"
+#include "testing/fault_injection.h"
 #include "threads/thread_extensions.h"
 #include "tests/test_support.h"
 

@@ -16,7 +16,7 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/os.h"
+#include "testing/fault_injection.h"
 #include "tests/test_support.h"
 
 namespace tcr {

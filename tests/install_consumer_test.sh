@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs a built tcr into a temporary prefix and builds tests/install_consumer/main.cpp against
 # it twice: as a CMake project (find_package(tcr), tcr::tcr) and with plain g++ and pkg-config. Runs
-# both programs. Fails if anything is missing from the install, leaks a build-tree path, or fails
-# to configure, build or run.
+# both programs. Fails if anything is missing from the install, if a test double (testing/) is in
+# it, if it leaks a build-tree path, or if a consumer fails to configure, build or run.
 # usage: install_consumer_test.sh BUILD_DIR SOURCE_DIR [CXX [EXTRA_CXXFLAGS]]
 #   CXX, EXTRA_CXXFLAGS: the build's compiler and its sanitizer flags (a sanitized libtcr.a needs
 #   its runtime at link time); tests/CMakeLists.txt passes them.
@@ -39,6 +39,18 @@ for header in "$src"/runtime/*.h "$src"/threads/*.h "$src"/exceptions/*.h; do
   [[ -f $prefix/include/tcr/$rel ]] || die "header $rel not installed as include/tcr/$rel"
 done
 shopt -u nullglob
+# And none of the test doubles (testing/, tcr_testing): neither their headers nor their code.
+for header in "$src"/testing/*.h; do
+  found=$(find "$prefix" -name "$(basename "$header")" -print -quit)
+  [[ -z $found ]] || die "test double ${header#"$src"/} installed as ${found#"$prefix"/}"
+done
+[[ ! -e $prefix/include/tcr/testing ]] || die "include/tcr/testing/ installed"
+[[ -z $(find "$prefix" -name '*tcr_testing*' -print -quit) ]] || die "tcr_testing installed"
+while IFS= read -r lib; do
+  if nm -C --defined-only "$lib" 2>/dev/null | grep -E 'MachModel|fail_nth|clear_faults|call_count'; then
+    die "$lib defines test doubles (above)"
+  fi
+done < <(find "$prefix" -type f -name 'libtcr.*')
 config=$(find "$prefix" -path '*/cmake/tcr/tcrConfig.cmake' -print -quit)
 [[ -n $config ]] || die "no lib/cmake/tcr/tcrConfig.cmake"
 config_dir=$(dirname "$config")

@@ -14,6 +14,7 @@
 #include "runtime/machine_context.h"
 #include "runtime/os.h"
 #include "runtime/scope_guard.h"
+#include "testing/fault_injection.h"
 #include "tests/test_support.h"
 
 namespace tcr {

@@ -12,6 +12,7 @@
 #include "runtime/os.h"
 #include "runtime/resources.h"
 #include "runtime/scope_guard.h"
+#include "testing/fault_injection.h"
 #include "tests/test_support.h"
 
 namespace tcr {

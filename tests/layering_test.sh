@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Checks the layering of the source tree (DESIGN.md, STYLE.md):
 #  - runtime/ includes neither threads/ nor exceptions/ (it is what they stand on);
+#  - nothing in runtime/, threads/ or exceptions/ includes testing/: the test doubles (tcr_testing)
+#    stand on the library, which must not need them (the install does not ship them);
 #  - exceptions/ includes only threads/'s public headers (THREADS_FOR_EXCEPTIONS below), no internals;
 #  - threads/ includes no exceptions/ internals: only the headers named in EXCEPTIONS_PUBLIC below
 #    (none: exceptions/ stands on threads/, through threads/thread_extensions.h and the
@@ -28,7 +30,10 @@ if [[ ${1:-} == --self-test ]]; then
          'exceptions/a.cpp|#include "threads/tid_index.h"'
          'exceptions/a.h|#include "../threads/manager_core.h"'
          'threads/a.h|#if defined(__clang__)'
-         'runtime/thread_annotations.h|#if defined(__linux__)')
+         'runtime/thread_annotations.h|#if defined(__linux__)'
+         'threads/a.cpp|#include "testing/mach_model.h"'
+         'exceptions/a.h|#include "../testing/fault_injection.h"'
+         'runtime/a.cpp|#include <testing/fault_injection.h>')
   failed=0
   for c in "${cases[@]}"; do
     file=${c%%|*} line=${c#*|}
@@ -40,15 +45,21 @@ if [[ ${1:-} == --self-test ]]; then
       failed=1
     fi
   done
-  # And a backend file may branch on its architecture.
-  rm -rf "${tmp:?}"/*
-  mkdir -p "$tmp/runtime"
-  printf '#if defined(__x86_64__)\n#endif\n' >"$tmp/runtime/a_linux.cpp"
-  if ! bash "$self" "$tmp" >/dev/null; then
-    echo "layering self-test: refused an #if in a backend file"
-    failed=1
-  fi
-  ((failed == 0)) && echo "layering self-test: OK (${#cases[@]} broken trees refused, a backend accepted)"
+  # And a backend file may branch on its architecture, and testing/ may stand on runtime/.
+  accepted=('runtime/a_linux.cpp|#if defined(__x86_64__)'
+            'testing/a.cpp|#include "runtime/os.h"')
+  for c in "${accepted[@]}"; do
+    file=${c%%|*} line=${c#*|}
+    rm -rf "${tmp:?}"/*
+    mkdir -p "$tmp/$(dirname "$file")"
+    printf '%s\n' "$line" >"$tmp/$file"
+    if ! bash "$self" "$tmp" >/dev/null; then
+      echo "layering self-test: refused $file: $line"
+      failed=1
+    fi
+  done
+  ((failed == 0)) &&
+    echo "layering self-test: OK (${#cases[@]} broken trees refused, ${#accepted[@]} sound ones accepted)"
   exit "$failed"
 fi
 
@@ -89,6 +100,11 @@ include_of() {  # an #include of "<layer>/..." (also <...> and ../<layer>/...)
 mapfile -t runtime_files < <(sources runtime)
 report "runtime/ must not include threads/ or exceptions/:" \
   "$(grep_lines "$(include_of 'threads|exceptions')" "${runtime_files[@]}")"
+
+# The library does not include its test doubles: testing/ stands on it, not it on testing/.
+mapfile -t library_files < <(sources runtime threads exceptions)
+report "runtime/, threads/ and exceptions/ must not include testing/ (tcr_testing, not installed):" \
+  "$(grep_lines "$(include_of 'testing')" "${library_files[@]}")"
 
 # only_public FROM TO LIST_NAME: FROM/ may include of TO/ only the headers in the variable LIST_NAME.
 only_public() {

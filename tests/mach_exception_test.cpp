@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "exceptions/mach_exception_rights.h"
-#include "runtime/mach_model.h"
 #include "runtime/mach_ports.h"
+#include "testing/mach_model.h"
 
 namespace tcr::mach {
 namespace {

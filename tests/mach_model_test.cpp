@@ -1,5 +1,6 @@
 // MachModel and the send-right accounting of mach_ports.h, as specifications. The rules the model
-// follows are XNU's (cited in runtime/mach_model.cpp); the leak scenarios are the seeds' (001-003).
+// follows are XNU's (cited in testing/mach_model.cpp and mach_model_threads.cpp); the leak
+// scenarios are the seeds' (001-003).
 #include <gtest/gtest.h>
 
 #include <barrier>
@@ -9,8 +10,8 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/mach_model.h"
 #include "runtime/mach_ports.h"
+#include "testing/mach_model.h"
 
 namespace tcr::mach {
 namespace {

@@ -3,7 +3,7 @@
 // and real thread exits.
 #include <gtest/gtest.h>
 
-#include "runtime/mach_model.h"
+#include "testing/mach_model.h"
 #include "tests/test_support.h"
 
 namespace tcr {

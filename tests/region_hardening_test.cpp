@@ -26,7 +26,7 @@
 #include "exceptions/fault_signals.h"
 #include "exceptions/protected_region.h"
 #include "runtime/machine_context.h"
-#include "runtime/os.h"
+#include "testing/fault_injection.h"
 #include "region_support.h"
 #include "tests/test_support.h"
 

@@ -16,7 +16,7 @@
 #include <gc/gc.h>
 
 #include "runtime/gc.h"
-#include "runtime/os.h"
+#include "testing/fault_injection.h"
 #include "tests/test_support.h"
 
 namespace tcr {

@@ -3,7 +3,8 @@
 // answers: names, rights (send, receive, send-once, dead name), user references pegged at
 // MACH_PORT_UREFS_MAX, thread ports that die with their threads, the rights exception messages
 // carry. Thread-safe: one mutex guards the space (XNU's space lock). A model must outlive the OS
-// threads it binds (current_thread_port()); see "OS threads" below.
+// threads it binds (current_thread_port()); see "OS threads" below. A test double: part of
+// tcr_testing, which tests link and the install does not ship.
 #pragma once
 
 #include <cstddef>
@@ -20,7 +21,8 @@ namespace tcr::mach {
 enum class ThreadId : std::uint64_t {};
 inline constexpr ThreadId kNoThread{0};  // no model issues it; its port is kPortNull
 
-// Where a rule comes from is cited next to the code in mach_model.cpp. The short version:
+// Where a rule comes from is cited next to the code in mach_model.cpp (the space) and
+// mach_model_threads.cpp (threads, task port, exception messages). The short version:
 //  * A name denotes at most one entry; an entry holds send, receive, send+receive, send-once or a
 //    dead name. Send and dead-name rights carry user references (urefs); receive and send-once
 //    count as one. The same port gets the same name again when a send right to it is copied out

@@ -1,5 +1,6 @@
 # Install rules: `cmake --install <build> [--prefix P]` puts
-#   P/include/tcr/{runtime,threads,exceptions}/*.h   (users write #include "threads/thread_manager.h")
+#   P/include/tcr/{runtime,threads,exceptions}/*.h   the public headers (cmake/public-headers.txt);
+#                                                     users write #include "threads/thread_manager.h"
 #   P/lib/libtcr.*                                    (target tcr, exported as tcr::tcr)
 #   P/lib/cmake/tcr/tcr{Config,ConfigVersion,Targets}.cmake   for find_package(tcr)
 #   P/lib/pkgconfig/tcr.pc                            for pkg-config --cflags --libs tcr
@@ -15,14 +16,15 @@ set(TCR_INSTALL_INCLUDEDIR include/tcr)
 # already compiles with CMAKE_CXX_STANDARD 23; this carries the requirement to tcr's users.
 target_compile_features(tcr PUBLIC cxx_std_23)
 
-# Headers, one folder per layer, folder kept. CONFIGURE_DEPENDS: a new header is picked up by the
-# next build without a manual re-configure.
-foreach(layer IN ITEMS runtime threads exceptions)
-  file(GLOB tcr_layer_headers CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/${layer}/*.h)
-  if(tcr_layer_headers)
-    install(FILES ${tcr_layer_headers} DESTINATION ${TCR_INSTALL_INCLUDEDIR}/${layer})
-  endif()
+# Headers: the public ones only (cmake/public-headers.txt), folder kept. The others (ThreadRecord,
+# ManagerCore, the OS shim, ...) are internal to their folder and stay out of embedders' builds.
+file(STRINGS ${PROJECT_SOURCE_DIR}/cmake/public-headers.txt tcr_public_headers REGEX "^[a-z]")
+foreach(header IN LISTS tcr_public_headers)
+  get_filename_component(layer ${header} DIRECTORY)
+  install(FILES ${PROJECT_SOURCE_DIR}/${header} DESTINATION ${TCR_INSTALL_INCLUDEDIR}/${layer})
 endforeach()
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
+             ${PROJECT_SOURCE_DIR}/cmake/public-headers.txt)
 
 install(TARGETS tcr EXPORT tcrTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs a built tcr into a temporary prefix and builds tests/install_consumer/main.cpp against
 # it twice: as a CMake project (find_package(tcr), tcr::tcr) and with plain g++ and pkg-config. Runs
-# both programs. Fails if anything is missing from the install, if a test double (testing/) is in
-# it, if it leaks a build-tree path, or if a consumer fails to configure, build or run.
+# both programs. Fails if anything is missing from the install, if a header that is not public
+# or a test double (testing/) is in it, if a public header does not stand on its own, if it leaks a build-tree path, or if a consumer fails to configure, build or run.
 # usage: install_consumer_test.sh BUILD_DIR SOURCE_DIR [CXX [EXTRA_CXXFLAGS]]
 #   CXX, EXTRA_CXXFLAGS: the build's compiler and its sanitizer flags (a sanitized libtcr.a needs
 #   its runtime at link time); tests/CMakeLists.txt passes them.
@@ -32,13 +32,41 @@ step "cmake --install $build --prefix $prefix"
 cmake --install "$build" --prefix "$prefix"
 
 step "checking the installed tree"
-# Every header of every layer, in its folder under include/tcr.
-shopt -s nullglob
-for header in "$src"/runtime/*.h "$src"/threads/*.h "$src"/exceptions/*.h; do
-  rel=${header#"$src"/}
+# The public headers (cmake/public-headers.txt), each in its folder under include/tcr, and no
+# other: a folder's internal headers (threads/record.h, manager_core.h, ...) stay its own.
+mapfile -t public < <(grep -E '^[a-z]' "$src/cmake/public-headers.txt")
+((${#public[@]} > 0)) || die "cmake/public-headers.txt lists no header"
+for rel in "${public[@]}"; do
   [[ -f $prefix/include/tcr/$rel ]] || die "header $rel not installed as include/tcr/$rel"
 done
-shopt -u nullglob
+while IFS= read -r installed; do
+  rel=${installed#"$prefix"/include/tcr/}
+  printf '%s\n' "${public[@]}" | grep -qxF "$rel" ||
+    die "include/tcr/$rel is installed but not in cmake/public-headers.txt"
+done < <(find "$prefix/include/tcr" -type f)
+# What an embedder's program gets: each header compiles on its own against the installed tree,
+# pulls in none of the system headers that were tcr's internals' (<setjmp.h>, <semaphore.h>,
+# <deque>), and befriends no class of another folder.
+gc_cflags=$(pkg-config --cflags bdw-gc 2>/dev/null || true)
+for rel in "${public[@]}"; do
+  header=$prefix/include/tcr/$rel
+  # shellcheck disable=SC2086  # gc_cflags is a list of flags
+  printf '#include "%s"\n#include "%s"\n' "$rel" "$rel" |
+    "$cxx" -std=c++23 -fsyntax-only -I"$prefix/include/tcr" $gc_cflags -x c++ - ||
+    die "$rel does not compile on its own against the installed headers"
+  if grep -nE '^#include <(setjmp\.h|semaphore\.h|deque)>' "$header"; then
+    die "$rel includes an internal system header (above)"
+  fi
+  folder=${rel%%/*}
+  while read -r friend; do
+    [[ -n $friend ]] || continue
+    grep -qE "^(class|struct) ([A-Z_]+\([^)]*\) )?$friend\b" "$src/$folder"/*.h ||
+      die "$rel befriends $friend, which is not a class of $folder/"
+  done < <(sed -nE 's/^ *friend +(class|struct) +([A-Za-z_:]+);.*/\2/p' "$header" | sed 's/.*:://')
+  if grep -nE '^ *friend +[^cs(][^;]*\(' "$header"; then
+    die "$rel befriends a function (above): friends are classes of the same folder"
+  fi
+done
 # And none of the test doubles (testing/, tcr_testing): neither their headers nor their code.
 for header in "$src"/testing/*.h; do
   found=$(find "$prefix" -name "$(basename "$header")" -print -quit)

@@ -5,8 +5,8 @@
 #    stand on the library, which must not need them (the install does not ship them);
 #  - exceptions/ includes only threads/'s public headers (THREADS_FOR_EXCEPTIONS below), no internals;
 #  - threads/ includes no exceptions/ internals: only the headers named in EXCEPTIONS_PUBLIC below
-#    (none: exceptions/ stands on threads/, through threads/thread_extensions.h and the
-#    friend struct detail::ExceptionsAccess that exceptions/tcr_access.h defines);
+#    (none: exceptions/ stands on threads/, through threads/thread_extensions.h, whose
+#    count_trap and escape_stack_overflow are all it needs of a thread's record);
 #  - invariant 5: no conditional compilation at all (#if, #ifdef, #ifndef, #elif...) outside
 #    backend files (*_linux.cpp, *_darwin.cpp) in runtime/, threads/, exceptions/: not only OS
 #    macros, since a platform hides as well behind a signal (#ifdef SIGPWR) or an architecture

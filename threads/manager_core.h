@@ -115,7 +115,7 @@ class ManagerCore {
   Result<void> start_on_thread(ThreadRecord* t);
   // Runs the thread's function; an escaped exception is kept for the joiner.
   static void* run_thread_function(ThreadRecord* t);
-  // run_thread_function behind the stack-overflow recovery point (Tcr::m_overflow_env).
+  // run_thread_function behind the stack-overflow recovery point (OverflowGuard::env).
   static void* run_guarded(ThreadRecord* t);
   // Per-thread exception state, on the thread itself: its alternate signal stack and the thread
   // extensions (thread_extensions.h). Attach undoes itself on failure; detach runs at exit,

@@ -2,8 +2,7 @@
 // the place it failed. Plain preprocessor, so C and C++ both number the steps from this one list:
 // C's TCR_STEP_<Name> is Step::<Name> + 1 (TCR_OK is 0). The order is part of the C ABI: a new
 // step is appended, never inserted.
-#ifndef TCR_RUNTIME_STEPS_H
-#define TCR_RUNTIME_STEPS_H
+#pragma once
 
 // Every step, once, in the order of the enum: X(Name, Category, "what message() prints"). The
 // enum, to_string(Step) and category(Step) are made from it, so a step cannot lack a name or a
@@ -98,5 +97,3 @@
   X(GcNotInitialized, Rule, "Boehm GC not initialized yet (the runtime owns it)")                  \
   /* a join that was given a timeout ran out of time */                                            \
   X(Timeout, Rule, "timed out")
-
-#endif

@@ -3,6 +3,7 @@
 #  - runtime/ includes neither threads/ nor exceptions/ (it is what they stand on);
 #  - nothing in runtime/, threads/ or exceptions/ includes testing/: the test doubles (tcr_testing)
 #    stand on the library, which must not need them (the install does not ship them);
+#  - nothing in runtime/, threads/ or exceptions/ includes capi/: the C API stands on the C++ one;
 #  - exceptions/ includes only threads/'s public headers (THREADS_FOR_EXCEPTIONS below), no internals;
 #  - threads/ includes no exceptions/ internals: only the headers named in EXCEPTIONS_PUBLIC below
 #    (none: exceptions/ stands on threads/, through threads/thread_extensions.h, whose
@@ -34,7 +35,8 @@ if [[ ${1:-} == --self-test ]]; then
          'runtime/thread_annotations.h|#if defined(__linux__)'
          'threads/a.cpp|#include "testing/mach_model.h"'
          'exceptions/a.h|#include "../testing/fault_injection.h"'
-         'runtime/a.cpp|#include <testing/fault_injection.h>')
+         'runtime/a.cpp|#include <testing/fault_injection.h>'
+         'threads/a.cpp|#include "capi/internal.h"')
   failed=0
   for c in "${cases[@]}"; do
     file=${c%%|*} line=${c#*|}
@@ -108,6 +110,10 @@ report "runtime/ must not include threads/ or exceptions/:" \
 mapfile -t library_files < <(sources runtime threads exceptions)
 report "runtime/, threads/ and exceptions/ must not include testing/ (tcr_testing, not installed):" \
   "$(grep_lines "$(include_of 'testing')" "${library_files[@]}")"
+
+# The C API (capi/) is a layer over the C++ API: the core never calls back up into it.
+report "runtime/, threads/ and exceptions/ must not include capi/ (the C API stands on them):" \
+  "$(grep_lines "$(include_of 'capi')" "${library_files[@]}")"
 
 # only_public FROM TO LIST_NAME: FROM/ may include of TO/ only the headers in the variable LIST_NAME.
 only_public() {

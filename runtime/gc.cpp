@@ -73,6 +73,18 @@ Result<void> initialize() {
   return {};
 }
 
+bool adopt_runtime_collector() {
+  std::lock_guard lock(g_init_mutex);
+  if (g_initialized) return true;
+  if (!GC_is_init_called()) return false;
+  GC_allow_register_threads();
+  g_initialized = true;
+  log::info("Boehm GC {}.{}.{}, initialized by the runtime; suspend signal {}, restart signal {}",
+            GC_VERSION_MAJOR, GC_VERSION_MINOR, GC_VERSION_MICRO, GC_get_suspend_signal(),
+            GC_get_thr_restart_signal());
+  return true;
+}
+
 bool initialized() {
   std::lock_guard lock(g_init_mutex);
   return g_initialized;

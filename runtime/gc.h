@@ -15,6 +15,10 @@ namespace tcr::gc {
 // Idempotent; safe to call after the embedding program ran GC_INIT itself.
 Result<void> initialize();
 bool initialized();
+// For a collector the runtime owns (GcOwner::Runtime): never initializes it. Once the runtime
+// has (GC_is_init_called), does what initialize() does after GC_INIT (lets threads created with
+// plain pthread_create register) and answers true; false while Boehm is not initialized.
+bool adopt_runtime_collector();
 
 // Registers the calling thread with stack base `stack_base` (the high end). Answers whether this
 // call registered it (false: it already was, e.g. the main thread; then don't unregister it).

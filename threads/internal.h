@@ -37,5 +37,11 @@ bool can_run_interrupts(const ThreadRecord& t);
 // The thread's exit: its last safe point. Runs what is queued, then closes the mailbox.
 void drain_interrupts_at_exit(ThreadRecord& t);
 
+// threads/spawn.cpp: BadArgument unless a stack of `bytes` is in [64 KiB, 1 GiB].
+Result<void> check_stack_size(std::size_t bytes, const char* op);
+// threads/thread_start.cpp: runs the manager's start hooks on the thread; false (and the code in
+// run.start_failure) when one failed the thread.
+bool run_start_hooks(ThreadRecord& t);
+
 }  // namespace detail
 }  // namespace tcr

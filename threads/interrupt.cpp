@@ -85,8 +85,9 @@ void InterruptMailbox::wake_from_handler() {
   }
 }
 
-void InterruptMailbox::open() {
+void InterruptMailbox::open(bool direct) {
   MailboxLock lock(*this);
+  direct_wake = direct;
   queue.clear();
   is_open = true;
   pending.store(false, std::memory_order_relaxed);
@@ -107,15 +108,38 @@ void run_one(ThreadRecord& t, detail::InterruptState& st) {
     ThreadRecord& t;
     detail::InterruptState& st;
     int cancel_state;
+    bool ran = true;
     ~Settle() {
       t.run.mailbox.current = nullptr;
       pthread_setcancelstate(cancel_state, nullptr);
-      st.settle(InterruptOutcome::Delivered);
+      st.settle(ran ? InterruptOutcome::Delivered : InterruptOutcome::Undelivered);
     }
   } settle{t, st, PTHREAD_CANCEL_DISABLE};
   pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &settle.cancel_state);
   t.run.mailbox.current = &st;
-  ManagerCore::run_interrupt_closure(st.fn, t);
+  const InterruptTrampoline& trampoline = t.core->options.interrupt_trampoline;
+  if (!trampoline) {
+    ManagerCore::run_interrupt_closure(st.fn, t);
+    return;
+  }
+  // Through the runtime's trampoline, which calls `run` inside its own error handler; a
+  // closure that throws is caught inside `run`, so nothing C++ unwinds through the runtime's
+  // frames.
+  struct Call {
+    ThreadRecord& t;
+    detail::InterruptState& st;
+    bool& ran;
+  } call{t, st, settle.ran};
+  settle.ran = false;
+  ManagerCore::run_trampoline(
+      trampoline, t,
+      [](void* p) {
+        Call& c = *static_cast<Call*>(p);
+        if (c.ran) return;  // once only
+        c.ran = true;
+        ManagerCore::run_interrupt_closure(c.st.fn, c.t);
+      },
+      &call);
 }
 
 // Marks the thread as running its closures for as long as the scope lasts, also when a closure
@@ -167,7 +191,7 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
   InterruptTicket ticket(st);
   // Under the registry lock: the record cannot be reaped and reused while it is checked and
   // signalled, and (tgkill mode) the tid is still this thread's.
-  MutexLock lock(core.mutex);
+  UniqueLock lock(core.mutex);
   // The manager is checked before the record is touched (another manager's may be freed); a
   // stale ref is no error here: its thread exited (ids are never reused), so Undelivered.
   Result<ThreadRecord*> found = core.record_of(ref, "interrupt");
@@ -178,6 +202,7 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
     st->settle(InterruptOutcome::Undelivered);
     return ticket;
   }
+  void* notify_context = nullptr;
   {
     MailboxLock mailbox(t->run.mailbox);
     if (!t->run.mailbox.is_open) {
@@ -190,6 +215,23 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
       return fail(Step::TcrAllocate, ENOMEM, "interrupt mailbox");
     }
     t->run.mailbox.pending.store(true, std::memory_order_seq_cst);
+    if (t->run.mailbox.direct_wake) {
+      // No signal: a manager wait is woken here (its word is published under this lock, so it
+      // is alive), any other state is the notify hook's to end, below.
+      if (std::atomic<std::uint32_t>* word = t->run.mailbox.wait_word.load(std::memory_order_seq_cst)) {
+        word->fetch_add(1, std::memory_order_seq_cst);
+        os::wake_address(word, true);
+      }
+      notify_context = t->notify_slot();
+    }
+  }
+  if (t->run.mailbox.direct_wake) {
+    // The runtime's doorbell, outside every lock: the hook may allocate from the GC heap (which
+    // waits for a collection) or call back into the manager. The record may be reaped from here
+    // on; the hook gets only the id and the context, copied under the lock.
+    lock.unlock();
+    core.options.interrupt_notify(ref.m_id, notify_context);
+    return ticket;
   }
   // One wake-up signal at a time: while one is on its way (its handler has not run), it will
   // wake whatever wait the thread is in, and that wait sees the closure queued above.

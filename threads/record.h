@@ -89,8 +89,9 @@ class StopState {
 // it: the thread holding the world stopped may still interrupt the threads it stopped.
 class InterruptMailbox {
  public:
-  // When the record enters the registry.
-  void open();
+  // When the record enters the registry. `direct`: the manager has an interrupt notify hook, so
+  // interrupters wake a manager wait themselves (wait_word under the lock) and send no signal.
+  void open(bool direct);
   // The next closure, or nullptr when none is queued (then the mailbox closes if asked to).
   std::shared_ptr<detail::InterruptState> pop(bool close_when_empty);
   // The interrupt signal's handler body (async-signal-safe): wakes the thread's manager wait.
@@ -105,8 +106,10 @@ class InterruptMailbox {
   // (RLIMIT_SIGPENDING is per user: filling it would starve every stop-the-world of signals).
   std::atomic<bool> wake_signal_pending{false};
   // The futex word of the Semaphore this thread is blocked in, for its interrupt handler to bump.
-  // Written by the thread, read by its own signal handler only.
+  // Written by the thread, read by its own signal handler only; with direct_wake, written under
+  // the lock and read there by interrupters, which bump it themselves.
   std::atomic<std::atomic<std::uint32_t>*> wait_word{nullptr};
+  bool direct_wake = false;  // set at open()
   bool running = false;  // own thread only: closures do not nest
   // The interrupt whose closure runs now (own thread only): a fork child settles it for a thread
   // that does not exist there (threads/fork.h).
@@ -183,6 +186,8 @@ struct ThreadRun {
   StartHandshake* handshake = nullptr;
   Semaphore exited;  // posted at the end of the exit (threads/shutdown.cpp: wake_joiner)
   std::exception_ptr exception;
+  // What a start hook answered when it failed the thread (join: Step::StartHook); 0 otherwise.
+  int start_failure = 0;
   OverflowGuard overflow;
   InterruptMailbox mailbox;
   // Not reset when the record is reused: a count of the record's traps (as before the split).
@@ -196,6 +201,7 @@ class ThreadRecord final : public Tcr {
   void** slots() const { return slot_block(); }
   void*& result_slot() { return slots()[kResultSlot]; }
   void*& argument_slot() { return slots()[kArgumentSlot]; }
+  void*& notify_slot() { return slots()[kNotifySlot]; }
   static constexpr std::size_t kSlotWords = kFirstUserSlot + kSlots;
 
   // Gives back what the OS-thread part holds (a record whose thread never ran, or one whose

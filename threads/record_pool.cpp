@@ -50,6 +50,12 @@ Result<bool> ManagerCore::gc_registration(GcRegistration choice, const char* op)
     return fail(Step::BadArgument, 0,
                 std::string(op) + ": GC registration asked of a manager without GC");
   }
+  // The runtime owns Boehm: nothing of tcr's may touch it before the runtime initialized it (a
+  // slot block's GC_add_roots would run GC_init itself, in Boehm's default configuration).
+  if (options.gc && options.gc_owner == GcOwner::Runtime && !gc::adopt_runtime_collector()) {
+    return fail(Step::GcNotInitialized, 0,
+                std::string(op) + ": the runtime has not run GC_INIT yet");
+  }
   return wanted;
 }
 
@@ -263,7 +269,7 @@ void ManagerCore::enter_registry(ThreadRecord* t) {
   // A thread that starts while the world is stopped waits here, before it runs any user code.
   wait_for_world(lock);
   t->os.stop.reset();
-  t->run.mailbox.open();
+  t->run.mailbox.open(static_cast<bool>(options.interrupt_notify));
   detail::tid_index_publish(t);
   t->registry_index = registry.size();
   registry.push_back(t);  // room reserved by acquire_record: cannot throw

@@ -10,6 +10,8 @@ namespace tcr {
 
 void* ManagerCore::run_thread_function(ThreadRecord* t) {
   try {
+    // The start hooks first, inside the same guard: one that throws is the thread's exception.
+    if (!detail::run_start_hooks(*t)) return nullptr;
     return t->run.fn(*t);
   } catch (...) {
     t->run.exception = std::current_exception();
@@ -31,6 +33,16 @@ void ManagerCore::run_interrupt_closure(const InterruptFunction& fn, ThreadRecor
     fn(t);
   } catch (...) {
     log::warn("thread #{} '{}': interrupt closure threw {}", t.run.id, t.run.name,
+              describe_current_exception());
+  }
+}
+
+void ManagerCore::run_trampoline(const InterruptTrampoline& trampoline, ThreadRecord& t,
+                                 void (*run)(void*), void* closure) {
+  try {
+    trampoline(t, run, closure);
+  } catch (...) {
+    log::warn("thread #{} '{}': interrupt trampoline threw {}", t.run.id, t.run.name,
               describe_current_exception());
   }
 }

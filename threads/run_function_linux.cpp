@@ -14,6 +14,8 @@ namespace tcr {
 // no C++ object behind it; catching it by reference is what the GCC ABI documents.
 __attribute__((no_sanitize("null"))) void* ManagerCore::run_thread_function(ThreadRecord* t) {
   try {
+    // The start hooks first, inside the same guard: one that throws is the thread's exception.
+    if (!detail::run_start_hooks(*t)) return nullptr;
     return t->run.fn(*t);
   } catch (abi::__forced_unwind&) {
     // pthread_exit or cancellation inside the function: shut down now, then let the unwind go
@@ -51,6 +53,18 @@ __attribute__((no_sanitize("null"))) void ManagerCore::run_interrupt_closure(
     throw;  // pthread_exit or cancellation in the closure: swallowing it aborts the process
   } catch (...) {
     log::warn("thread #{} '{}': interrupt closure threw {}", t.run.id, t.run.name,
+              describe_current_exception());
+  }
+}
+
+__attribute__((no_sanitize("null"))) void ManagerCore::run_trampoline(
+    const InterruptTrampoline& trampoline, ThreadRecord& t, void (*run)(void*), void* closure) {
+  try {
+    trampoline(t, run, closure);
+  } catch (abi::__forced_unwind&) {
+    throw;  // pthread_exit inside the trampoline: as for a closure
+  } catch (...) {
+    log::warn("thread #{} '{}': interrupt trampoline threw {}", t.run.id, t.run.name,
               describe_current_exception());
   }
 }

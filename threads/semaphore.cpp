@@ -7,6 +7,7 @@
 
 #include "runtime/os.h"
 #include "threads/current.h"
+#include "threads/record.h"
 #include "threads/internal.h"
 #include "threads/tcr.h"
 
@@ -17,6 +18,18 @@ std::int64_t monotonic_ns() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// Publishes the word this thread sleeps on (nullptr: none) and answers the one before. Read by
+// the thread's own interrupt handler (relaxed: same thread) or, when the manager wakes waits
+// directly (an interrupt notify hook), by interrupters under the mailbox lock: then the word is
+// only ever bumped while its wait is still on (a waiter's semaphore may live on its stack).
+std::atomic<std::uint32_t>* publish_wait_word(ThreadRecord& self,
+                                              std::atomic<std::uint32_t>* word) {
+  InterruptMailbox& box = self.run.mailbox;
+  if (!box.direct_wake) return box.wait_word.exchange(word, std::memory_order_relaxed);
+  MailboxLock lock(box);
+  return box.wait_word.exchange(word, std::memory_order_seq_cst);
 }
 
 }  // namespace
@@ -50,18 +63,16 @@ bool Semaphore::wait_impl(std::int64_t timeout_ns, bool interruptible) {
   // Published for this thread's interrupt handler, which bumps m_seq so the sleep below ends
   // even when the interrupt lands between the check and the system call.
   std::atomic<std::uint32_t>* outer = nullptr;
-  if (self != nullptr) {
-    outer = self->run.mailbox.wait_word.exchange(&m_seq, std::memory_order_relaxed);
-  }
+  if (self != nullptr) outer = publish_wait_word(*self, &m_seq);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   bool got = false;
   for (;;) {
     const std::uint32_t seq = m_seq.load(std::memory_order_seq_cst);
     if (self != nullptr && self->run.mailbox.pending.load(std::memory_order_acquire) &&
         detail::can_run_interrupts(*self)) {
-      self->run.mailbox.wait_word.store(outer, std::memory_order_relaxed);
+      publish_wait_word(*self, outer);
       detail::run_pending_interrupts(*self);
-      self->run.mailbox.wait_word.store(&m_seq, std::memory_order_relaxed);
+      publish_wait_word(*self, &m_seq);
       continue;
     }
     if (try_wait()) {
@@ -75,7 +86,7 @@ bool Semaphore::wait_impl(std::int64_t timeout_ns, bool interruptible) {
     }
     os::wait_on_address(&m_seq, seq, remaining);
   }
-  if (self != nullptr) self->run.mailbox.wait_word.store(outer, std::memory_order_relaxed);
+  if (self != nullptr) publish_wait_word(*self, outer);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   m_waiters.fetch_sub(1, std::memory_order_seq_cst);
   // A post's single wake may have landed on this waiter as it timed out: pass it on.

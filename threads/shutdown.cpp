@@ -29,13 +29,26 @@ namespace {
 // a GC pointer returned by the thread stays alive until join reads it, even if a closure or hook
 // unwinds the thread. A closure or hook may itself stop the world and not resume it: that stop
 // is released after them (unregister_from_gc would otherwise wait in Boehm for the lock this
-// thread holds).
+// thread holds). Then the slots are cleared (clear_slots).
+// The slots the thread kept (its argument, its notify context, the runtime's), released at its
+// exit rather than when it is reaped: a thread nobody joins for a while must not keep the
+// objects it pointed to alive. The result slot stays, GC-visible, until join hands it over.
+void clear_slots(ThreadRecord& t) {
+  t.argument_slot() = nullptr;
+  {
+    MailboxLock lock(t.run.mailbox);  // interrupters read the notify context under it
+    t.notify_slot() = nullptr;
+  }
+  for (std::size_t i = 0; i < Tcr::kSlots; ++i) t.slot(i) = nullptr;
+}
+
 void run_last_safe_point(ThreadRecord& t, void* result) {
   t.result_slot() = result;
   detail::drain_interrupts_at_exit(t);
   for (const std::function<void(Tcr&)>& hook : t.core->options.exit_hooks) {
     ManagerCore::run_exit_hook(hook, t);
   }
+  clear_slots(t);
 }
 
 // From here on the thread must not take part in a handshake it cannot finish: the manager's

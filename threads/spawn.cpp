@@ -24,6 +24,13 @@ constexpr std::size_t kMaxStack = std::size_t{1} << 30;
 
 }  // namespace
 
+Result<void> detail::check_stack_size(std::size_t bytes, const char* op) {
+  if (bytes >= kMinStack && bytes <= kMaxStack) return {};
+  return fail(Step::BadArgument, 0,
+              std::string(op) + ": stack_size " + std::to_string(bytes) +
+                  " is outside [64 KiB, 1 GiB]");
+}
+
 Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
                                        SpawnOptions options) {
   ManagerCore& core = *m_core;
@@ -33,10 +40,9 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
                 "spawn while this thread holds the world stopped: the new thread would wait for "
                 "resume_all");
   }
-  if (options.stack_size < kMinStack || options.stack_size > kMaxStack) {
-    return fail(Step::BadArgument, 0,
-                "spawn: stack_size " + std::to_string(options.stack_size) +
-                    " is outside [64 KiB, 1 GiB]");
+  if (options.stack_size == 0) options.stack_size = core.options.stack_size;
+  if (Result<void> size = detail::check_stack_size(options.stack_size, "spawn"); !size) {
+    return std::unexpected(size.error());
   }
   const Result<bool> gc_register = core.gc_registration(options.gc, "spawn");
   if (!gc_register) return std::unexpected(gc_register.error());
@@ -54,6 +60,7 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
     return fail(Step::TcrAllocate, ENOMEM, "thread name");
   }
   t->run.fn = std::move(fn);
+  t->run.start_failure = 0;
   if (options.detached) {
     MutexLock lock(core.mutex);
     t->run.detached = true;
@@ -104,7 +111,9 @@ Result<ThreadRef> ThreadManager::spawn(std::string_view name, ThreadFunction fn,
   return ThreadRef(t, id, core.serial);
 }
 
-Result<void*> ThreadManager::join(ThreadRef ref) {
+Result<void*> ThreadManager::join(ThreadRef ref) { return join_for(ref, std::chrono::nanoseconds(-1)); }
+
+Result<void*> ThreadManager::join_for(ThreadRef ref, std::chrono::nanoseconds timeout) {
   ManagerCore& core = *m_core;
   ThreadRecord* t = nullptr;
   {
@@ -123,13 +132,23 @@ Result<void*> ThreadManager::join(ThreadRef ref) {
     t->run.joining = true;
   }
   // Posted by wake_joiner (threads/shutdown.cpp); a safe point for this thread's interrupts.
-  t->run.exited.wait();
+  // Negative: no limit (join).
+  if (timeout.count() < 0) {
+    t->run.exited.wait();
+  } else if (!t->run.exited.wait_for(timeout)) {
+    // Still joinable: the record cannot have been reaped (joining kept the reaper and other
+    // joiners away); a post that comes after the timeout stays for the next join.
+    MutexLock lock(core.mutex);
+    t->run.joining = false;
+    return fail(Step::Timeout, 0, "join: thread #" + std::to_string(ref.m_id) + " still running");
+  }
   // The OS thread is past its last touch of the Tcr; wait until it is gone, so its stack and
   // pidfd can be released.
   const bool self_detached = !core.join_os_thread(t);
   void* result = t->result_slot();
   std::exception_ptr exception = t->run.exception;
   void* const overflow = t->run.overflow.take_address();
+  const int start_failure = t->run.start_failure;
   const std::size_t stack_kib =
       (static_cast<char*>(t->os.stack_high) - static_cast<char*>(t->os.stack_low)) >> 10;
   core.reap_record(t);
@@ -146,11 +165,27 @@ Result<void*> ThreadManager::join(ThreadRef ref) {
                 "thread #" + std::to_string(ref.m_id) + " overflowed its " +
                     std::to_string(stack_kib) + " KiB stack (fault at " + where + ")");
   }
+  if (start_failure != 0) {
+    return fail(Step::StartHook, start_failure,
+                "thread #" + std::to_string(ref.m_id) + ": its function did not run");
+  }
   if (exception) {
     Error e{Step::ThreadThrew, 0, "thread #" + std::to_string(ref.m_id), exception};
     return std::unexpected(std::move(e));
   }
   return result;
+}
+
+Result<bool> ThreadManager::exited(ThreadRef ref) const {
+  ManagerCore& core = *m_core;
+  MutexLock lock(core.mutex);
+  Result<ThreadRecord*> found = core.record_of(ref, "exited");
+  if (!found) {
+    if (found.error().step == Step::StaleThread) return true;  // reaped: long gone
+    return std::unexpected(found.error());
+  }
+  const TcrState state = (*found)->state();
+  return state == TcrState::Exiting || state == TcrState::Dead;
 }
 
 Result<void> ThreadManager::detach(ThreadRef ref) {

@@ -100,10 +100,14 @@ class BlockingScope {
   BlockingScope(const BlockingScope&) = delete;
   BlockingScope& operator=(const BlockingScope&) = delete;
 
- private:
-  friend class ManagerCore;  // ends the scopes a stack overflow abandoned (run_guarded)
+  // The scope's two halves, for a binding that cannot hold a C++ object across the region (C's
+  // TCR_BLOCKING_BEGIN/END): enter with registers captured in (or spilled to) the caller's frame,
+  // kept alive until the matching leave, on the same thread; leave what enter answered (nullptr
+  // is a no-op).
   static Tcr* enter(const RegisterSet* regs);
   static void leave(Tcr* t);
+
+ private:
   RegisterSet m_regs;
   Tcr* m_tcr;
 };

@@ -27,6 +27,20 @@ const char* to_string(TcrState state) {
 
 Tcr* Tcr::current() { return detail::t_current; }
 
+// Under the mailbox lock: interrupt() reads it there from the interrupting thread, and the
+// thread's exit clears it there (threads/shutdown.cpp: clear_slots).
+void Tcr::set_notify_context(void* context) {
+  ThreadRecord& r = record(*this);
+  MailboxLock lock(r.run.mailbox);
+  r.notify_slot() = context;
+}
+
+void* Tcr::notify_context() const {
+  ThreadRecord& r = const_cast<ThreadRecord&>(record(*this));
+  MailboxLock lock(r.run.mailbox);
+  return r.notify_slot();
+}
+
 std::uint64_t Tcr::id() const { return record(*this).run.id; }
 std::string_view Tcr::name() const { return record(*this).run.name; }
 TcrState Tcr::state() const { return record(*this).run.state.load(std::memory_order_acquire); }

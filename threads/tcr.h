@@ -85,10 +85,17 @@ class Tcr {
   // fault handler (Signal mode) or by the ExceptionListener (Listener mode).
   std::uint64_t traps() const;
 
-  // Per-thread slots a runtime may fill with GC pointers: the collector scans them.
+  // Per-thread slots a runtime may fill with GC pointers: the collector scans them. Cleared when
+  // the thread exits (after the exit hooks), so what a thread kept there does not outlive it.
   void*& slot(std::size_t i) { return m_slots[kFirstUserSlot + i]; }
-  // SpawnOptions::argument, kept GC-visible for the thread's life.
+  // SpawnOptions::argument, kept GC-visible until the thread exits or clears it.
   void* argument() const { return m_slots[kArgumentSlot]; }
+  // Replaces (nullptr: clears) the argument, so it stops keeping its object alive. Own thread.
+  void set_argument(void* argument) { m_slots[kArgumentSlot] = argument; }
+  // What ManagerOptions::interrupt_notify is handed for this thread, kept GC-visible: the
+  // runtime's own thread object, say. Set on the thread itself (a start hook); cleared at exit.
+  void set_notify_context(void* context);
+  void* notify_context() const;
 
   Tcr(const Tcr&) = delete;
   Tcr& operator=(const Tcr&) = delete;
@@ -99,7 +106,8 @@ class Tcr {
   // state) is no embedder's business, and its headers stay out of theirs.
   static constexpr std::size_t kArgumentSlot = 0;
   static constexpr std::size_t kResultSlot = 1;
-  static constexpr std::size_t kFirstUserSlot = 2;
+  static constexpr std::size_t kNotifySlot = 2;
+  static constexpr std::size_t kFirstUserSlot = 3;
   // `slots`: a GC_MALLOC_UNCOLLECTABLE-like block of kFirstUserSlot + kSlots words.
   explicit Tcr(void** slots) : m_slots(slots) {}
   ~Tcr() = default;
@@ -119,6 +127,13 @@ class ThreadRef {
   std::uint64_t id() const { return m_id; }
   bool valid() const { return m_tcr != nullptr; }
   Tcr* tcr_unchecked() const { return m_tcr; }
+  std::uint64_t manager_serial() const { return m_manager; }
+  // For a binding that keeps a ref as its parts (the C API's tcr_thread): gives back the ref
+  // those parts came from. The manager checks the serial and the id before it trusts the
+  // record, so a stale ref is refused; parts that did not come from a ref are not allowed.
+  static ThreadRef from_parts(Tcr* tcr, std::uint64_t id, std::uint64_t manager_serial) {
+    return ThreadRef(tcr, id, manager_serial);
+  }
 
  private:
   friend class ThreadManager;

@@ -43,8 +43,13 @@ void keep_forever(std::shared_ptr<ManagerCore> core) {
 }  // namespace
 
 Result<std::unique_ptr<ThreadManager>> ThreadManager::create(ManagerOptions options) {
-  if (options.gc) {
+  if (Result<void> size = detail::check_stack_size(options.stack_size, "create"); !size) {
+    return std::unexpected(size.error());
+  }
+  if (options.gc && options.gc_owner == GcOwner::Tcr) {
     if (Result<void> r = gc::initialize(); !r) return std::unexpected(r.error());
+  } else if (options.gc) {
+    (void)gc::adopt_runtime_collector();  // if the runtime initialized it already
   }
   // After Boehm's start-up, so its signals are known and avoided.
   if (Result<ManagerSignals> r = detail::install_manager_signals(); !r) {
@@ -107,6 +112,8 @@ ThreadManager::~ThreadManager() {
   }
   // Adopted threads still alive hold m_core; the last of them frees it when it exits.
 }
+
+std::uint64_t ThreadManager::serial() const { return m_core->serial; }
 
 Result<ThreadRef> ThreadManager::current_ref() const {
   ThreadRecord* t = detail::t_current;

@@ -41,11 +41,41 @@ namespace tcr {
 
 enum class HandleModeChoice : std::uint8_t { Auto, Pidfd, Tgkill };
 
+// Who configures and initializes Boehm GC (when ManagerOptions::gc is true).
+enum class GcOwner : std::uint8_t {
+  // tcr: create() runs GC_INIT (on the main thread) unless something already did.
+  Tcr,
+  // The runtime: it sets Boehm's configuration (all-interior-pointers and the like) and runs
+  // GC_INIT itself, on its main thread, before or after the manager is created; tcr never
+  // initializes or configures the collector. Threads are registered once GC_is_init_called();
+  // a spawn or adoption before that answers Step::GcNotInitialized.
+  Runtime,
+};
+
+// Runs on each spawned thread before its function, in order: 0 to go on, or an errno-like code
+// that fails the thread (its function does not run; the exit hooks do; join answers
+// Step::StartHook with that code). A runtime enters itself on the thread here.
+using StartHook = std::function<int(Tcr& self)>;
+// Rings the runtime's doorbell for a thread an interrupt was just queued for, on the
+// interrupting thread, outside every tcr lock: the target's id and its notify context
+// (Tcr::set_notify_context), e.g. the runtime's own thread object.
+using InterruptNotify = std::function<void(std::uint64_t thread_id, void* notify_context)>;
+// Runs each interrupt closure on its thread: must call run(closure) once, inside the runtime's
+// own error handler; a trampoline that does not leaves the interrupt Undelivered.
+using InterruptTrampoline = std::function<void(Tcr& self, void (*run)(void*), void* closure)>;
+
 struct ManagerOptions {
   // Auto: what detected_handle_mode() found. Forcing Tgkill on a pidfd kernel tests the fallback.
   HandleModeChoice handle_mode = HandleModeChoice::Auto;
-  // Initialize Boehm GC (from the main thread) and register spawned threads with it by default.
+  // Use Boehm GC: register spawned threads with it by default, and scan the slot blocks.
   bool gc = true;
+  GcOwner gc_owner = GcOwner::Tcr;
+  // The stack size of a spawn that does not name one (SpawnOptions::stack_size 0), in
+  // [64 KiB, 1 GiB]: runtimes that expect 8 MiB stacks set it once here.
+  std::size_t stack_size = std::size_t{1} << 20;
+  // Run on each spawned thread before its function (see StartHook). Not on adopted threads:
+  // those already run the runtime's code.
+  std::vector<StartHook> start_hooks;
   // Run on each exiting thread first thing in shutdown_thread_tcr (run_last_safe_point), in order.
   std::vector<std::function<void(Tcr&)>> exit_hooks;
   // Darwin: the task's IPC space (XnuPortSpace); elsewhere optional, e.g. a MachModel, so the same
@@ -65,13 +95,21 @@ struct ManagerOptions {
   // answers StopTimeout. 0: no limit, as a collector that cannot proceed without every thread
   // wants.
   std::chrono::milliseconds stop_timeout{0};
+  // Set: interrupt() sends no wake-up signal. A thread waiting inside tcr (join, Semaphore,
+  // sleep_for, InterruptTicket::wait) is woken directly; for any other the notify hook rings the
+  // runtime's own doorbell, and the runtime calls poll() where it runs its asyncs. So no
+  // blocking call of the runtime's is ever cut short by tcr. Unset: the wake-up signal.
+  InterruptNotify interrupt_notify;
+  // Set: every interrupt closure runs through it (see InterruptTrampoline).
+  InterruptTrampoline interrupt_trampoline;
 };
 
 enum class GcRegistration : std::uint8_t { Inherit, Register, DontRegister };
 
 struct SpawnOptions {
-  // The thread's stack, rounded up to pages; a guard page sits below it.
-  std::size_t stack_size = std::size_t{1} << 20;
+  // The thread's stack, rounded up to pages; a guard page sits below it. 0: the manager's
+  // ManagerOptions::stack_size.
+  std::size_t stack_size = 0;
   bool detached = false;
   GcRegistration gc = GcRegistration::Inherit;
   // Kept in a GC-visible slot for the thread's life: Tcr::argument().
@@ -120,6 +158,12 @@ class ThreadManager {
   // Waits for the thread and reaps it. The thread's result, or Step::ThreadThrew with the
   // exception in Error::exception. Errors: StaleThread, AlreadyJoined, ThreadDetached, JoinSelf.
   Result<void*> join(ThreadRef thread);
+  // join, waiting at most `timeout`: Step::Timeout when the thread has not exited by then (it
+  // stays joinable). A safe point while it waits.
+  Result<void*> join_for(ThreadRef thread, std::chrono::nanoseconds timeout);
+  // Whether the thread's function has returned (it may not be reaped yet). A stale ref's thread
+  // has exited: true. BadArgument for another manager's ref.
+  Result<bool> exited(ThreadRef thread) const;
   // The manager reaps it when it exits. Errors: StaleThread, AlreadyJoined, ThreadDetached.
   Result<void> detach(ThreadRef thread);
 
@@ -188,6 +232,8 @@ class ThreadManager {
 
   HandleMode handle_mode() const;
   ManagerStats stats() const;
+  // The manager's serial (ThreadRef::manager_serial of its refs): unique in the process.
+  std::uint64_t serial() const;
 
  private:
   explicit ThreadManager(std::shared_ptr<ManagerCore> core);

@@ -113,6 +113,16 @@ void* ManagerCore::thread_entry(void* arg) {
   return nullptr;
 }
 
+bool detail::run_start_hooks(ThreadRecord& t) {
+  for (const StartHook& hook : t.core->options.start_hooks) {
+    if (const int code = hook(t); code != 0) {
+      t.run.start_failure = code;
+      return false;
+    }
+  }
+  return true;
+}
+
 std::string ManagerCore::describe_current_exception() {
   try {
     throw;

@@ -127,8 +127,8 @@ typedef struct tcr_manager_options {
   size_t size;                  /* sizeof(tcr_manager_options) */
   tcr_handle_mode handle_mode;  /* default TCR_HANDLE_AUTO */
   tcr_gc_owner gc;              /* default TCR_GC_TCR */
-  size_t stack_size;            /* the default for spawns; default 1 MiB */
-  size_t cached_stacks;         /* reaped stacks kept for reuse; default 8 */
+  size_t stack_size;            /* the default for spawns, in [64 KiB, 1 GiB]; 0 or default: 1 MiB */
+  size_t cached_stacks;         /* reaped stacks kept for reuse; default 8 (0: none) */
   uint32_t stop_timeout_ms;     /* how long tcr_suspend_all waits per thread; 0 (default): no limit */
   tcr_start_hook start_hook;    /* default NULL */
   void* start_hook_data;
@@ -186,7 +186,7 @@ TCR_API tcr_status tcr_spawn(tcr_manager* manager, const char* name, tcr_thread_
  * JoinSelf, StartHook, StackOverflow, ThreadThrew. */
 TCR_API tcr_status tcr_join(tcr_manager* manager, tcr_thread thread, void** result);
 /* As tcr_join, but answers TCR_STEP_Timeout (the thread still joinable) when the thread has not
- * exited within timeout_ns. A safe point while it waits. */
+ * exited within timeout_ns (0: only a check; UINT64_MAX: no limit). A safe point while it waits. */
 TCR_API tcr_status tcr_join_timed(tcr_manager* manager, tcr_thread thread, uint64_t timeout_ns,
                                   void** result);
 TCR_API tcr_status tcr_detach(tcr_manager* manager, tcr_thread thread);

@@ -1,0 +1,124 @@
+// tcr.h's process-interrupt, safe points, semaphores and blocking regions.
+#include <chrono>
+#include <limits>
+#include <new>
+
+#include "capi/handles.h"
+#include "runtime/machine_context.h"
+#include "threads/stop_world.h"
+
+namespace tcr::capi {
+namespace {
+
+std::chrono::nanoseconds nanoseconds_of(std::uint64_t ns) {
+  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(ns > kMax ? kMax : ns));
+}
+
+// What a tcr_blocking holds between TCR_BLOCKING_BEGIN and END, in the caller's frame.
+struct BlockingState {
+  RegisterSet registers;
+  Tcr* tcr;
+};
+static_assert(sizeof(BlockingState) <= sizeof(tcr_blocking) &&
+                  alignof(BlockingState) <= alignof(tcr_blocking),
+              "tcr_blocking is too small for a blocking region's state");
+
+}  // namespace
+}  // namespace tcr::capi
+
+using namespace tcr;
+using namespace tcr::capi;
+
+extern "C" {
+
+tcr_status tcr_interrupt(tcr_manager* manager, tcr_thread thread, tcr_interrupt_fn fn, void* data,
+                         tcr_ticket** ticket) {
+  if (manager == nullptr || !manager->manager) return bad_argument("tcr_interrupt: NULL tcr_manager");
+  if (fn == nullptr) return bad_argument("tcr_interrupt: NULL function");
+  return guarded("tcr_interrupt", [&] {
+    // The ticket's box first: once the closure is queued nothing may fail.
+    std::unique_ptr<tcr_ticket> box;
+    if (ticket != nullptr) box.reset(new tcr_ticket);
+    Result<InterruptTicket> t = manager->manager->interrupt(
+        from_thread(thread), [fn, data](Tcr& self) { fn(to_self(self), data); });
+    if (!t) return fail_with(t.error());
+    if (ticket != nullptr) {
+      box->ticket.emplace(std::move(*t));
+      *ticket = box.release();
+    }
+    return TCR_OK;
+  });
+}
+
+tcr_outcome tcr_ticket_outcome(const tcr_ticket* ticket) {
+  if (ticket == nullptr || !ticket->ticket) return TCR_UNDELIVERED;
+  switch (ticket->ticket->outcome()) {
+    case InterruptOutcome::Pending: return TCR_PENDING;
+    case InterruptOutcome::Delivered: return TCR_DELIVERED;
+    case InterruptOutcome::Undelivered: break;
+  }
+  return TCR_UNDELIVERED;
+}
+
+tcr_status tcr_ticket_wait(const tcr_ticket* ticket) {
+  if (ticket == nullptr || !ticket->ticket) return bad_argument("tcr_ticket_wait: NULL tcr_ticket");
+  return guarded("tcr_ticket_wait", [&] { return status_of(ticket->ticket->wait()); });
+}
+
+void tcr_ticket_release(tcr_ticket* ticket) { delete ticket; }
+
+size_t tcr_poll(void) { return ThreadManager::poll(); }
+
+void tcr_sleep_ns(uint64_t duration_ns) { ThreadManager::sleep_for(nanoseconds_of(duration_ns)); }
+
+tcr_status tcr_semaphore_create(uint32_t initial, tcr_semaphore** out) {
+  if (out == nullptr) return bad_argument("tcr_semaphore_create: NULL out");
+  tcr_semaphore* s = new (std::nothrow) tcr_semaphore(initial);
+  if (s == nullptr) {
+    return fail_with(Error{Step::TcrAllocate, ENOMEM, {}, nullptr, "tcr_semaphore_create"});
+  }
+  *out = s;
+  return TCR_OK;
+}
+
+void tcr_semaphore_destroy(tcr_semaphore* semaphore) { delete semaphore; }
+
+void tcr_semaphore_post(tcr_semaphore* semaphore) {
+  if (semaphore != nullptr) semaphore->semaphore.post();
+}
+
+void tcr_semaphore_wait(tcr_semaphore* semaphore) {
+  if (semaphore != nullptr) semaphore->semaphore.wait();
+}
+
+int tcr_semaphore_try_wait(tcr_semaphore* semaphore) {
+  return semaphore != nullptr && semaphore->semaphore.try_wait() ? 1 : 0;
+}
+
+int tcr_semaphore_wait_ns(tcr_semaphore* semaphore, uint64_t timeout_ns) {
+  return semaphore != nullptr && semaphore->semaphore.wait_for(nanoseconds_of(timeout_ns)) ? 1 : 0;
+}
+
+uint32_t tcr_semaphore_value(const tcr_semaphore* semaphore) {
+  return semaphore != nullptr ? semaphore->semaphore.value() : 0;
+}
+
+void tcr_blocking_enter_(tcr_blocking* region) {
+  if (region == nullptr) return;
+  auto* state = new (static_cast<void*>(region->opaque_)) BlockingState;
+  // TCR_BLOCKING_BEGIN spilled the caller's callee-saved registers into its frame; these are
+  // their values too (this function preserves them), and the stack pointer is below that frame.
+  machine::capture_callee_saved(state->registers);
+  state->tcr = BlockingScope::enter(&state->registers);
+}
+
+void tcr_blocking_leave_(tcr_blocking* region) {
+  if (region == nullptr) return;
+  auto* state = reinterpret_cast<BlockingState*>(region->opaque_);
+  Tcr* t = state->tcr;
+  state->tcr = nullptr;  // a second END is a no-op
+  BlockingScope::leave(t);
+}
+
+}  // extern "C"

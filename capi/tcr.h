@@ -1,5 +1,6 @@
 /* tcr.h: the C API of tcr, for runtimes written in C (and for C++ that wants a stable ABI).
- * C11 or C++; link libtcr.so (pkg-config tcr) or libtcr.a (pkg-config --static tcr).
+ * C11 or C++; link libtcr.so (pkg-config tcr; CMake: find_package(tcr), tcr::shared) or libtcr.a
+ * (pkg-config tcr-static; tcr::tcr).
  *
  * Conventions
  *  - Opaque handles: tcr_manager, tcr_self (a thread's control record), tcr_ticket,

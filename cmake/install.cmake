@@ -1,9 +1,12 @@
 # Install rules: `cmake --install <build> [--prefix P]` puts
+#   P/include/tcr/tcr.h                               the C API (capi/tcr.h): #include "tcr.h"
 #   P/include/tcr/{runtime,threads,exceptions}/*.h   the public headers (cmake/public-headers.txt);
 #                                                     users write #include "threads/thread_manager.h"
-#   P/lib/libtcr.*                                    (target tcr, exported as tcr::tcr)
+#   P/lib/libtcr.a                                    the C and C++ APIs (target tcr, tcr::tcr)
+#   P/lib/libtcr.so{,.0,.0.2.0}                       the C API (target tcr_shared, tcr::shared)
 #   P/lib/cmake/tcr/tcr{Config,ConfigVersion,Targets}.cmake   for find_package(tcr)
-#   P/lib/pkgconfig/tcr.pc                            for pkg-config --cflags --libs tcr
+#   P/lib/pkgconfig/tcr.pc                            pkg-config tcr: libtcr.so, from C
+#   P/lib/pkgconfig/tcr-static.pc                     pkg-config tcr-static: libtcr.a, C or C++
 # tests/install_consumer_test.sh builds a program against an installed tree both ways.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
@@ -21,12 +24,15 @@ target_compile_features(tcr PUBLIC cxx_std_23)
 file(STRINGS ${PROJECT_SOURCE_DIR}/cmake/public-headers.txt tcr_public_headers REGEX "^[a-z]")
 foreach(header IN LISTS tcr_public_headers)
   get_filename_component(layer ${header} DIRECTORY)
+  if(layer STREQUAL "capi")
+    set(layer "")  # the C API's header sits at the top: #include "tcr.h"
+  endif()
   install(FILES ${PROJECT_SOURCE_DIR}/${header} DESTINATION ${TCR_INSTALL_INCLUDEDIR}/${layer})
 endforeach()
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
              ${PROJECT_SOURCE_DIR}/cmake/public-headers.txt)
 
-install(TARGETS tcr EXPORT tcrTargets
+install(TARGETS tcr tcr_shared EXPORT tcrTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
@@ -53,9 +59,11 @@ else()
 endif()
 set(TCR_PC_INCLUDEDIR "\${prefix}/include")  # Cflags: -I${includedir}/tcr
 set(TCR_PC_PREFIX "@TCR_PC_PREFIX@")
-configure_file(${PROJECT_SOURCE_DIR}/cmake/tcr.pc.in ${PROJECT_BINARY_DIR}/tcr.pc.in @ONLY)
-install(CODE "
-  set(TCR_PC_PREFIX \"\${CMAKE_INSTALL_PREFIX}\")
-  configure_file(\"${PROJECT_BINARY_DIR}/tcr.pc.in\" \"${PROJECT_BINARY_DIR}/tcr.pc\" @ONLY)
-")
-install(FILES ${PROJECT_BINARY_DIR}/tcr.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+foreach(pc tcr tcr-static)
+  configure_file(${PROJECT_SOURCE_DIR}/cmake/${pc}.pc.in ${PROJECT_BINARY_DIR}/${pc}.pc.in @ONLY)
+  install(CODE "
+    set(TCR_PC_PREFIX \"\${CMAKE_INSTALL_PREFIX}\")
+    configure_file(\"${PROJECT_BINARY_DIR}/${pc}.pc.in\" \"${PROJECT_BINARY_DIR}/${pc}.pc\" @ONLY)
+  ")
+  install(FILES ${PROJECT_BINARY_DIR}/${pc}.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endforeach()

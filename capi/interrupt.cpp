@@ -24,6 +24,18 @@ static_assert(sizeof(BlockingState) <= sizeof(tcr_blocking) &&
                   alignof(BlockingState) <= alignof(tcr_blocking),
               "tcr_blocking is too small for a blocking region's state");
 
+// An interrupt's data and what releases it: released when the last closure holding it goes.
+struct OwnedData {
+  void* data;
+  void (*release)(void*);
+  OwnedData(void* d, void (*r)(void*)) : data(d), release(r) {}
+  ~OwnedData() {
+    if (release != nullptr) release(data);
+  }
+  OwnedData(const OwnedData&) = delete;
+  OwnedData& operator=(const OwnedData&) = delete;
+};
+
 }  // namespace
 }  // namespace tcr::capi
 
@@ -32,16 +44,25 @@ using namespace tcr::capi;
 
 extern "C" {
 
-tcr_status tcr_interrupt(tcr_manager* manager, tcr_thread thread, tcr_interrupt_fn fn, void* data,
-                         tcr_ticket** ticket) {
+tcr_status tcr_interrupt_owned(tcr_manager* manager, tcr_thread thread, tcr_interrupt_fn fn,
+                               void* data, void (*release)(void* data), tcr_ticket** ticket) {
+  // Owns data from the first line: every exit, the closure's run and its drop release it once.
+  std::shared_ptr<OwnedData> owned;
+  try {
+    owned = std::make_shared<OwnedData>(data, release);
+  } catch (const std::bad_alloc&) {
+    if (release != nullptr) release(data);
+    return fail_with(Error{Step::TcrAllocate, ENOMEM, {}, nullptr, "tcr_interrupt"});
+  }
   if (manager == nullptr || !manager->manager) return bad_argument("tcr_interrupt: NULL tcr_manager");
   if (fn == nullptr) return bad_argument("tcr_interrupt: NULL function");
   return guarded("tcr_interrupt", [&] {
     // The ticket's box first: once the closure is queued nothing may fail.
     std::unique_ptr<tcr_ticket> box;
     if (ticket != nullptr) box.reset(new tcr_ticket);
+    // The closure holds the only other reference: it is dropped after it ran, or undelivered.
     Result<InterruptTicket> t = manager->manager->interrupt(
-        from_thread(thread), [fn, data](Tcr& self) { fn(to_self(self), data); });
+        from_thread(thread), [fn, owned](Tcr& self) { fn(to_self(self), owned->data); });
     if (!t) return fail_with(t.error());
     if (ticket != nullptr) {
       box->ticket.emplace(std::move(*t));
@@ -49,6 +70,11 @@ tcr_status tcr_interrupt(tcr_manager* manager, tcr_thread thread, tcr_interrupt_
     }
     return TCR_OK;
   });
+}
+
+tcr_status tcr_interrupt(tcr_manager* manager, tcr_thread thread, tcr_interrupt_fn fn, void* data,
+                         tcr_ticket** ticket) {
+  return tcr_interrupt_owned(manager, thread, fn, data, nullptr, ticket);
 }
 
 tcr_outcome tcr_ticket_outcome(const tcr_ticket* ticket) {

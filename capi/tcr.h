@@ -257,6 +257,13 @@ typedef enum tcr_outcome { TCR_PENDING = 0, TCR_DELIVERED = 1, TCR_UNDELIVERED =
  * a thread that has exited is no error: its ticket settles TCR_UNDELIVERED. */
 TCR_API tcr_status tcr_interrupt(tcr_manager* manager, tcr_thread thread, tcr_interrupt_fn fn,
                                  void* data, tcr_ticket** ticket);
+/* As tcr_interrupt, and tcr owns data: release(data) runs exactly once when tcr is done with it,
+ * after fn returned on the target, or when the interrupt is dropped undelivered (the target
+ * exited), or before this call returns an error. It runs on whichever thread that happens on,
+ * outside every tcr lock (a runtime's GC-protected closure is released this way). */
+TCR_API tcr_status tcr_interrupt_owned(tcr_manager* manager, tcr_thread thread,
+                                       tcr_interrupt_fn fn, void* data,
+                                       void (*release)(void* data), tcr_ticket** ticket);
 TCR_API tcr_outcome tcr_ticket_outcome(const tcr_ticket* ticket);
 /* Waits until the outcome is known: TCR_OK when delivered, TCR_STEP_ThreadExited when not. */
 TCR_API tcr_status tcr_ticket_wait(const tcr_ticket* ticket);

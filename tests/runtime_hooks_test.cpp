@@ -448,6 +448,51 @@ TEST(InterruptTrampoline, AClosureThatThrowsIsCaughtInsideRun) {
   EXPECT_EQ(returned_from_run.load(), 1);
 }
 
+// A closure's captures are destroyed outside tcr's locks, whether it ran or was dropped: a
+// capture whose destructor calls into the manager (as the C API's release callback may) would
+// deadlock on the registry lock otherwise.
+struct CallsBackOnDestruction {
+  ThreadManager* m;
+  std::shared_ptr<std::atomic<int>> destroyed;
+  CallsBackOnDestruction(ThreadManager* manager, std::shared_ptr<std::atomic<int>> count)
+      : m(manager), destroyed(std::move(count)) {}
+  CallsBackOnDestruction(const CallsBackOnDestruction&) = default;
+  ~CallsBackOnDestruction() {
+    if (destroyed) {
+      (void)m->stats();  // takes the registry lock
+      ++*destroyed;
+    }
+  }
+};
+
+TEST(InterruptClosures, AreDestroyedOutsideTcrsLocksWhenRunAndWhenDropped) {
+  auto m = make_manager();
+  auto destroyed = std::make_shared<std::atomic<int>>(0);
+  std::atomic<bool> stop{false};
+  Result<ThreadRef> r = m->spawn("target", [&](Tcr&) -> void* {
+    while (!stop.load()) ThreadManager::poll();
+    return nullptr;
+  });
+  ASSERT_TRUE(r.has_value());
+  {
+    CallsBackOnDestruction capture(m.get(), destroyed);
+    Result<InterruptTicket> t = m->interrupt(*r, [capture](Tcr&) {});
+    ASSERT_TRUE(t.has_value());
+    ASSERT_TRUE(t->wait().has_value());
+  }
+  ASSERT_TRUE(eventually([&] { return destroyed->load() >= 1; }));
+  stop = true;
+  ASSERT_TRUE(m->join(*r).has_value());
+  const int before = destroyed->load();
+  {
+    CallsBackOnDestruction capture(m.get(), destroyed);
+    Result<InterruptTicket> t = m->interrupt(*r, [capture](Tcr&) {});  // joined: dropped
+    ASSERT_TRUE(t.has_value());
+    EXPECT_EQ(t->outcome(), InterruptOutcome::Undelivered);
+  }
+  EXPECT_GT(destroyed->load(), before);
+}
+
 // Each TEST runs in a process of its own (ctest), so here Boehm starts uninitialized.
 TEST(GcOwnerRuntime, BeforeTheRuntimesGcInitSpawnAndAdoptAnswerGcNotInitialized) {
   ASSERT_FALSE(GC_is_init_called()) << "this process initialized Boehm before the test";

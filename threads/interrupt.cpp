@@ -198,32 +198,41 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
   if (!found && found.error().step != Step::StaleThread) return std::unexpected(found.error());
   ThreadRecord* t = record(ref.m_tcr);
   const TcrState state = found ? t->state() : TcrState::Dead;
+  // An undelivered closure is settled, and so destroyed, outside every lock: its captures may
+  // be the caller's (the C API's release callback), which must not run under tcr's locks.
   if (state != TcrState::Running && state != TcrState::Exiting) {
+    lock.unlock();
     st->settle(InterruptOutcome::Undelivered);
     return ticket;
   }
   void* notify_context = nullptr;
+  bool closed = false;
   {
     MailboxLock mailbox(t->run.mailbox);
-    if (!t->run.mailbox.is_open) {
-      st->settle(InterruptOutcome::Undelivered);  // past its last safe point
-      return ticket;
-    }
-    try {
-      t->run.mailbox.queue.push_back(st);
-    } catch (const std::bad_alloc&) {
-      return fail(Step::TcrAllocate, ENOMEM, "interrupt mailbox");
-    }
-    t->run.mailbox.pending.store(true, std::memory_order_seq_cst);
-    if (t->run.mailbox.direct_wake) {
-      // No signal: a manager wait is woken here (its word is published under this lock, so it
-      // is alive), any other state is the notify hook's to end, below.
-      if (std::atomic<std::uint32_t>* word = t->run.mailbox.wait_word.load(std::memory_order_seq_cst)) {
-        word->fetch_add(1, std::memory_order_seq_cst);
-        os::wake_address(word, true);
+    closed = !t->run.mailbox.is_open;  // past its last safe point
+    if (!closed) {
+      try {
+        t->run.mailbox.queue.push_back(st);
+      } catch (const std::bad_alloc&) {
+        return fail(Step::TcrAllocate, ENOMEM, "interrupt mailbox");
       }
-      notify_context = t->notify_slot();
+      t->run.mailbox.pending.store(true, std::memory_order_seq_cst);
+      if (t->run.mailbox.direct_wake) {
+        // No signal: a manager wait is woken here (its word is published under this lock, so
+        // it is alive), any other state is the notify hook's to end, below.
+        if (std::atomic<std::uint32_t>* word =
+                t->run.mailbox.wait_word.load(std::memory_order_seq_cst)) {
+          word->fetch_add(1, std::memory_order_seq_cst);
+          os::wake_address(word, true);
+        }
+        notify_context = t->notify_slot();
+      }
     }
+  }
+  if (closed) {
+    lock.unlock();
+    st->settle(InterruptOutcome::Undelivered);
+    return ticket;
   }
   if (t->run.mailbox.direct_wake) {
     // The runtime's doorbell, outside every lock: the hook may allocate from the GC heap (which

@@ -625,12 +625,16 @@ static void null_accessors(void) {
 
 static void unnamed(tcr_manager* m) {
   tcr_thread t;
-  if (CHECK_STATUS(tcr_spawn(m, NULL, measure_stack, NULL, NULL, &t), TCR_OK)) {
+  atomic_store(&g_gate, 0);
+  if (CHECK_STATUS(tcr_spawn(m, NULL, wait_for_gate, NULL, NULL, &t), TCR_OK)) {
     tcr_thread_info info;
     memset(&info, 0x55, sizeof info);
     size_t n = 0;
     CHECK_STATUS(tcr_snapshot(m, &info, 1, &n), TCR_OK);
-    if (n == 1) CHECK(info.name[0] == '\0');
+    CHECK(n == 1);
+    CHECK(info.id == t.id);
+    CHECK(info.name[0] == '\0');
+    atomic_store(&g_gate, 1);
     CHECK_STATUS(tcr_join(m, t, NULL), TCR_OK);
   }
 }

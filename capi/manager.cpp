@@ -57,7 +57,11 @@ Result<ManagerOptions> manager_options_of(const tcr_manager_options& c) {
   }
   if (tcr_exit_hook fn = c.exit_hook) {
     void* data = c.exit_hook_data;
-    o.exit_hooks.push_back([fn, data](Tcr& self) { fn(to_self(self), data); });
+    // tcr.h: an adopted thread runs neither hook (it is already the runtime's); the C++ API
+    // runs exit hooks on every exiting thread, so the C one skips adopted threads here.
+    o.exit_hooks.push_back([fn, data](Tcr& self) {
+      if (!self.adopted()) fn(to_self(self), data);
+    });
   }
   if (tcr_notify_hook fn = c.notify_hook) {
     void* data = c.notify_hook_data;

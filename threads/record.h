@@ -190,7 +190,7 @@ struct ThreadRun {
   int start_failure = 0;
   OverflowGuard overflow;
   InterruptMailbox mailbox;
-  // Not reset when the record is reused: a count of the record's traps (as before the split).
+  // This run's traps (Tcr::traps()): reset when the record is acquired for a new thread.
   std::atomic<std::uint64_t> traps{0};
 };
 

@@ -102,6 +102,7 @@ Result<ThreadRecord*> ManagerCore::acquire_record(bool adopted) {
   t->os.gc_registered = false;
   t->run.handshake = nullptr;
   t->run.exception = nullptr;
+  t->run.traps.store(0, std::memory_order_relaxed);  // Tcr::traps() counts this thread's own
   t->os.tid = 0;
   t->os.mach_port = mach::kPortNull;
   // A stack kept on a free record (the stack cache) leaves the cache with the record; spawn

@@ -28,11 +28,16 @@ constexpr tcr_status to_status(Step step) {
 // Versioned option structs: copies what the caller's struct of `size` bytes holds over
 // `defaults`; BadArgument (false) for a size below `min_size` (the first version's) or for
 // bytes past what this library knows that are not zero.
+// A size more than this past what the library knows is refused without reading the bytes:
+// an uninitialized .size (a struct not set up with its *_init function) must not make the check
+// read far past the caller's struct.
+inline constexpr std::size_t kMaxUnknownBytes = 4096;
+
 template <class T>
 bool read_versioned(const T* given, std::size_t min_size, T* out) {
   if (given == nullptr) return true;
   const std::size_t size = given->size;
-  if (size < min_size) return false;
+  if (size < min_size || size > sizeof(T) + kMaxUnknownBytes) return false;
   if (size > sizeof(T)) {
     const unsigned char* extra = reinterpret_cast<const unsigned char*>(given) + sizeof(T);
     for (std::size_t i = 0; i < size - sizeof(T); ++i) {

@@ -17,7 +17,8 @@
  *  - Option structs are versioned: set .size = sizeof(the struct) (the *_init functions do, and
  *    fill in the defaults). The library reads the fields that a struct of that size holds, so a
  *    caller built against an older, shorter struct keeps working; a size smaller than the first
- *    version's, or a larger one whose extra bytes are not zero, is TCR_STEP_BadArgument.
+ *    version's, or a larger one whose extra bytes are not zero (or that is more than 4096 bytes
+ *    larger than the library knows), is TCR_STEP_BadArgument.
  *  - Callbacks run on the thread the comment names and must not longjmp or throw out of tcr's
  *    frames: a runtime's non-local exit (a Scheme error, a Lisp throw) must be caught inside the
  *    callback (the interrupt trampoline is there for that).

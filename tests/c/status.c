@@ -150,6 +150,12 @@ static void manager_options_versioning(void) {
   o.size = 0;
   CHECK_STATUS(tcr_manager_create(&o, &m), TCR_STEP_BadArgument);
   CHECK(m == NULL);
+  /* A garbage size (a struct nobody initialized) is refused without reading past the struct. */
+  o.size = (size_t)-1;
+  CHECK_STATUS(tcr_manager_create(&o, &m), TCR_STEP_BadArgument);
+  o.size = sizeof o + 4097;
+  CHECK_STATUS(tcr_manager_create(&o, &m), TCR_STEP_BadArgument);
+  CHECK(m == NULL);
 
   big_manager_options big;
   memset(&big, 0, sizeof big);

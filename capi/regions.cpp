@@ -1,6 +1,9 @@
 // tcr.h's GC traps: protected regions (dirty-page tracking) and the fault handlers.
+#include <cstring>
+
 #include "capi/handles.h"
 #include "exceptions/fault_signals.h"
+#include "exceptions/listener.h"
 
 namespace tcr::capi {
 namespace {
@@ -94,5 +97,26 @@ tcr_status tcr_install_fault_handlers(void) {
 }
 
 int tcr_fault_handlers_installed(void) { return fault_handlers_installed() ? 1 : 0; }
+
+tcr_status tcr_listener_stats_read(tcr_listener_stats* stats) {
+  if (stats == nullptr || stats->size < sizeof(tcr_listener_stats)) {
+    return bad_argument("tcr_listener_stats_read: NULL stats, or stats.size too small");
+  }
+  const ListenerStats s = ExceptionListener::instance().stats();
+  tcr_listener_stats full{};
+  full.size = sizeof full;
+  full.batches = s.batches;
+  full.messages = s.messages;
+  full.resolved = s.resolved;
+  full.stale = s.stale;
+  full.foreign = s.foreign;
+  full.attributed = s.attributed;
+  // Written as far as the caller's struct reaches (a newer library never writes past it).
+  std::memcpy(static_cast<void*>(stats), &full, stats->size < sizeof full ? stats->size : sizeof full);
+  stats->size = stats->size < sizeof full ? stats->size : sizeof full;
+  return TCR_OK;
+}
+
+int tcr_listener_running(void) { return ExceptionListener::instance().running() ? 1 : 0; }
 
 }  // extern "C"

@@ -61,6 +61,16 @@ int tcr_self_handle_fd(const tcr_self* self) {
   return handle.mode() == HandleMode::Pidfd ? handle.fd() : -1;
 }
 
+void* tcr_self_alt_stack(const tcr_self* self, size_t* size) {
+  void* low = self != nullptr ? from_self(self)->alt_stack() : nullptr;
+  if (size != nullptr) *size = low != nullptr ? from_self(self)->alt_stack_size() : 0;
+  return low;
+}
+
+uint32_t tcr_self_mach_port(const tcr_self* self) {
+  return self != nullptr ? from_self(self)->mach_port() : 0;
+}
+
 tcr_status tcr_slot_get(const tcr_self* self, size_t index, void** value) {
   if (self == nullptr) return bad_argument("tcr_slot_get: NULL tcr_self");
   if (value == nullptr) return bad_argument("tcr_slot_get: NULL value");

@@ -237,6 +237,11 @@ TCR_API void* tcr_self_stack_high(const tcr_self* self);
 TCR_API void* tcr_self_guard_low(const tcr_self* self);
 TCR_API uint64_t tcr_self_traps(const tcr_self* self);
 TCR_API int tcr_self_handle_fd(const tcr_self* self); /* its pidfd, or -1 (tgkill mode) */
+/* The thread's alternate signal stack (where tcr's handlers run), its size in *size (size may be
+ * NULL); NULL while none of tcr's is installed. */
+TCR_API void* tcr_self_alt_stack(const tcr_self* self, size_t* size);
+/* Darwin: the thread's Mach port, cached once at its start (mach_port_name_t); 0 elsewhere. */
+TCR_API uint32_t tcr_self_mach_port(const tcr_self* self);
 /* The GC-visible slots (scanned by Boehm; cleared when the thread exits, so what a thread kept
  * there does not outlive it). Own thread, or a thread the caller holds stopped. */
 TCR_API tcr_status tcr_slot_get(const tcr_self* self, size_t index, void** value);
@@ -406,6 +411,20 @@ TCR_API uint64_t tcr_region_traps(const tcr_region* region);
  * overflows (join answers TCR_STEP_StackOverflow). Once per process. */
 TCR_API tcr_status tcr_install_fault_handlers(void);
 TCR_API int tcr_fault_handlers_installed(void);
+
+/* The exception listener: the one thread that resolves Listener-mode traps (started by the first
+ * such region). */
+typedef struct tcr_listener_stats {
+  size_t size; /* sizeof(tcr_listener_stats), set by the caller */
+  uint64_t batches;    /* reads that returned messages */
+  uint64_t messages;   /* fault messages received */
+  uint64_t resolved;   /* faults that dirtied an armed page */
+  uint64_t stale;      /* faults on pages already writable (a racing fault got there first) */
+  uint64_t foreign;    /* faults in no region (unregistered while in flight): woken */
+  uint64_t attributed; /* messages whose tid mapped to a tcr thread */
+} tcr_listener_stats;
+TCR_API tcr_status tcr_listener_stats_read(tcr_listener_stats* stats);
+TCR_API int tcr_listener_running(void);
 
 #ifdef __cplusplus
 }

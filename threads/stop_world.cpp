@@ -174,6 +174,7 @@ Tcr* BlockingScope::enter(const RegisterSet* regs) {
 }
 
 void BlockingScope::leave(Tcr* tcr) {
+  if (tcr == nullptr) return;  // what enter answered on a thread tcr does not know
   ThreadRecord* t = record(tcr);
   if (--t->os.stop.blocking_depth > 0) return;
   for (;;) {

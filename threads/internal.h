@@ -36,6 +36,9 @@ std::size_t run_pending_interrupts(ThreadRecord& t);
 bool can_run_interrupts(const ThreadRecord& t);
 // The thread's exit: its last safe point. Runs what is queued, then closes the mailbox.
 void drain_interrupts_at_exit(ThreadRecord& t);
+// After it (also when a closure it ran ended the thread with pthread_exit, leaving the rest
+// queued): closes the mailbox and settles whatever is still queued Undelivered.
+void settle_interrupts_left_at_exit(ThreadRecord& t);
 
 // threads/spawn.cpp: BadArgument unless a stack of `bytes` is in [64 KiB, 1 GiB].
 Result<void> check_stack_size(std::size_t bytes, const char* op);

@@ -175,6 +175,20 @@ void detail::drain_interrupts_at_exit(ThreadRecord& t) {
   while (std::shared_ptr<detail::InterruptState> next = t.run.mailbox.pop(true)) run_one(t, *next);
 }
 
+void detail::settle_interrupts_left_at_exit(ThreadRecord& t) {
+  std::deque<std::shared_ptr<detail::InterruptState>> left;
+  {
+    MailboxLock lock(t.run.mailbox);
+    t.run.mailbox.is_open = false;
+    left.swap(t.run.mailbox.queue);
+    t.run.mailbox.pending.store(false, std::memory_order_relaxed);
+  }
+  // Outside the lock: settling destroys the closures, whose captures may be the caller's.
+  for (const std::shared_ptr<detail::InterruptState>& st : left) {
+    st->settle(InterruptOutcome::Undelivered);
+  }
+}
+
 // ---- ThreadManager -----------------------------------------------------------------------------
 
 Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunction fn) {

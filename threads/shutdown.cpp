@@ -178,6 +178,9 @@ void shutdown_thread_tcr(ThreadRecord& t, void* result) {
 // Everything after run_last_safe_point, also run when that is cut short by pthread_exit.
 void ManagerCore::finish_shutdown(ThreadRecord& t, int cancel_state) {
   release_stop_at_exit(t);  // one a closure or hook left
+  // A closure drained at exit that called pthread_exit left the ones behind it queued, in a
+  // mailbox still open: they are settled Undelivered (each ticket answers, each capture goes).
+  detail::settle_interrupts_left_at_exit(t);
   sigset_t old_mask;
   block_handshakes(t, &old_mask);
   unregister_from_gc(t);

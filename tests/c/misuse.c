@@ -43,9 +43,63 @@ static void blocking_misuse(void) {
   CHECK(result == (void*)1);
 }
 
+/* ---- a closure that ends its thread while others wait behind it ---- */
+
+/* Two interrupts wait for a thread that reaches no safe point before its function returns, so
+ * both run at its exit; the first calls pthread_exit. The second must still settle (tcr.h: an
+ * interrupt to an exited thread settles TCR_UNDELIVERED) and its owned data be released once;
+ * it used to stay in the closed thread's queue: its ticket Pending for ever, its data never
+ * released (until the record was reused, and then released under the mailbox lock). */
+static atomic_int g_go, g_spinning, g_second_ran, g_released;
+static void* spin_then_return(tcr_self* self, void* argument) {
+  (void)self;
+  (void)argument;
+  atomic_store(&g_spinning, 1);
+  while (!atomic_load(&g_go)) {
+  }
+  return (void*)7;
+}
+static void exit_thread(tcr_self* self, void* data) {
+  (void)self;
+  (void)data;
+  pthread_exit(NULL);
+}
+static void note_second(tcr_self* self, void* data) {
+  (void)self;
+  (void)data;
+  atomic_fetch_add(&g_second_ran, 1);
+}
+static void release_counted(void* data) {
+  (void)data;
+  atomic_fetch_add(&g_released, 1);
+}
+
+static void pthread_exit_in_exit_drain(void) {
+  tcr_thread t;
+  if (!CHECK_STATUS(tcr_spawn(g_m, "spinner", spin_then_return, NULL, NULL, &t), TCR_OK)) return;
+  WAIT_UNTIL(atomic_load(&g_spinning));
+  tcr_ticket *first = NULL, *second = NULL;
+  CHECK_STATUS(tcr_interrupt(g_m, t, exit_thread, NULL, &first), TCR_OK);
+  CHECK_STATUS(tcr_interrupt_owned(g_m, t, note_second, NULL, release_counted, &second), TCR_OK);
+  atomic_store(&g_go, 1);
+  CHECK_STATUS(tcr_join(g_m, t, NULL), TCR_OK);
+  CHECK(tcr_ticket_outcome(first) == TCR_DELIVERED);
+  WAIT_UNTIL(tcr_ticket_outcome(second) != TCR_PENDING);
+  CHECK(tcr_ticket_outcome(second) != TCR_PENDING);
+  if (tcr_ticket_outcome(second) == TCR_UNDELIVERED) {
+    CHECK_STATUS(tcr_ticket_wait(second), TCR_STEP_ThreadExited);
+    CHECK(atomic_load(&g_second_ran) == 0);
+  }
+  WAIT_UNTIL(atomic_load(&g_released) == 1);
+  CHECK(atomic_load(&g_released) == 1);
+  tcr_ticket_release(first);
+  tcr_ticket_release(second);
+}
+
 int main(void) {
   if (!CHECK_STATUS(tcr_manager_create(NULL, &g_m), TCR_OK)) return check_done();
   blocking_misuse();
+  pthread_exit_in_exit_drain();
   tcr_manager_destroy(g_m);
   return check_done();
 }

@@ -205,7 +205,8 @@ typedef struct tcr_adopt_options {
 TCR_API void tcr_adopt_options_init(tcr_adopt_options* options);
 /* Gives the calling foreign thread a control record, as if spawned (start and exit hooks do not
  * run: the thread is already the runtime's). Released when the thread exits, or by
- * tcr_release_current_thread. out may be NULL. */
+ * tcr_release_current_thread (BadArgument inside a blocking region or an interrupt closure).
+ * out may be NULL. */
 TCR_API tcr_status tcr_adopt_current_thread(tcr_manager* manager, const char* name,
                                             const tcr_adopt_options* options, tcr_self** out);
 TCR_API tcr_status tcr_release_current_thread(tcr_manager* manager);

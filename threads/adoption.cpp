@@ -112,6 +112,12 @@ Result<void> ThreadManager::release_current_thread() {
   if (t->os.stop.blocking_depth > 0) {
     return fail(Step::BadArgument, 0, "release_current_thread inside a BlockingScope");
   }
+  // An interrupt closure (or the trampoline around it) runs on the record: the safe point that
+  // called it goes on using it after the closure returns, and the release's own last safe point
+  // would run the rest of the queue nested inside it.
+  if (t->run.mailbox.running) {
+    return fail(Step::BadArgument, 0, "release_current_thread inside an interrupt closure");
+  }
   pthread_setspecific(adopted_key(), nullptr);
   shutdown_thread_tcr(*t, nullptr);
   return {};

@@ -96,10 +96,54 @@ static void pthread_exit_in_exit_drain(void) {
   tcr_ticket_release(second);
 }
 
+/* ---- an adopted thread that releases itself from inside an interrupt closure ---- */
+
+/* tcr_release_current_thread tears the record down (its last safe point runs the rest of the
+ * queue) and gives it back to the pool, while the closure that called it, and the safe point
+ * that ran that closure, still use it: the closures behind it ran nested inside it (interrupt.h:
+ * closures do not nest), and the safe point went on with a record another thread may own by
+ * then. It is refused (BadArgument), as from inside a blocking region; outside the closure the
+ * release works. */
+static atomic_int g_in_first, g_second_nested = -1, g_release_status = -1;
+static void release_inside(tcr_self* self, void* data) {
+  (void)self;
+  (void)data;
+  atomic_store(&g_in_first, 1);
+  atomic_store(&g_release_status, (int)tcr_release_current_thread(g_m));
+  atomic_store(&g_in_first, 0);
+}
+static void second_closure(tcr_self* self, void* data) {
+  (void)self;
+  (void)data;
+  atomic_store(&g_second_nested, atomic_load(&g_in_first));
+}
+static void* adopted_releases_in_closure(void* unused) {
+  (void)unused;
+  if (!CHECK_STATUS(tcr_adopt_current_thread(g_m, "adoptee", NULL, NULL), TCR_OK)) return NULL;
+  tcr_thread me;
+  CHECK_STATUS(tcr_current_thread(g_m, &me), TCR_OK);
+  CHECK_STATUS(tcr_interrupt(g_m, me, release_inside, NULL, NULL), TCR_OK);
+  CHECK_STATUS(tcr_interrupt(g_m, me, second_closure, NULL, NULL), TCR_OK);
+  CHECK(tcr_poll() == 2);
+  CHECK(atomic_load(&g_release_status) == (int)TCR_STEP_BadArgument);
+  CHECK(atomic_load(&g_second_nested) == 0);
+  CHECK(tcr_current() != NULL);
+  CHECK_STATUS(tcr_release_current_thread(g_m), TCR_OK);
+  CHECK(tcr_current() == NULL);
+  return NULL;
+}
+
+static void release_in_closure(void) {
+  pthread_t p;
+  if (!CHECK(pthread_create(&p, NULL, adopted_releases_in_closure, NULL) == 0)) return;
+  pthread_join(p, NULL);
+}
+
 int main(void) {
   if (!CHECK_STATUS(tcr_manager_create(NULL, &g_m), TCR_OK)) return check_done();
   blocking_misuse();
   pthread_exit_in_exit_drain();
+  release_in_closure();
   tcr_manager_destroy(g_m);
   return check_done();
 }

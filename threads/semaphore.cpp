@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "runtime/os.h"
 #include "threads/current.h"
@@ -58,7 +59,14 @@ bool Semaphore::wait_impl(std::int64_t timeout_ns, bool interruptible) {
   ThreadRecord* self = interruptible ? detail::t_current : nullptr;
   if (self != nullptr) detail::run_pending_interrupts(*self);
   if (try_wait()) return true;
-  const std::int64_t deadline = timeout_ns >= 0 ? monotonic_ns() + timeout_ns : -1;
+  // Saturated: a timeout of nanoseconds::max() (a C caller's UINT64_MAX) must not overflow.
+  std::int64_t deadline = -1;
+  if (timeout_ns >= 0) {
+    const std::int64_t now = monotonic_ns();
+    deadline = timeout_ns > std::numeric_limits<std::int64_t>::max() - now
+                   ? std::numeric_limits<std::int64_t>::max()
+                   : now + timeout_ns;
+  }
   m_waiters.fetch_add(1, std::memory_order_seq_cst);
   // Published for this thread's interrupt handler, which bumps m_seq so the sleep below ends
   // even when the interrupt lands between the check and the system call.

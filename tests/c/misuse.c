@@ -139,11 +139,38 @@ static void release_in_closure(void) {
   pthread_join(p, NULL);
 }
 
+/* ---- waits with no practical limit ---- */
+
+/* A timeout near UINT64_MAX is clamped to INT64_MAX ns, which the wait then added to the clock:
+ * a signed overflow (undefined; the asan preset's -fno-sanitize-recover=undefined stops the
+ * program there). The waits must simply wait until the post or the exit comes. */
+static tcr_semaphore* g_sem;
+static void* post_later(tcr_self* self, void* argument) {
+  (void)self;
+  (void)argument;
+  tcr_sleep_ns(20 * 1000 * 1000);
+  tcr_semaphore_post(g_sem);
+  return (void*)3;
+}
+
+static void huge_timeouts(void) {
+  if (!CHECK_STATUS(tcr_semaphore_create(0, &g_sem), TCR_OK)) return;
+  tcr_thread t;
+  if (CHECK_STATUS(tcr_spawn(g_m, "poster", post_later, NULL, NULL, &t), TCR_OK)) {
+    CHECK(tcr_semaphore_wait_ns(g_sem, UINT64_MAX) == 1);
+    void* result = NULL;
+    CHECK_STATUS(tcr_join_timed(g_m, t, UINT64_MAX - 1, &result), TCR_OK);
+    CHECK(result == (void*)3);
+  }
+  tcr_semaphore_destroy(g_sem);
+}
+
 int main(void) {
   if (!CHECK_STATUS(tcr_manager_create(NULL, &g_m), TCR_OK)) return check_done();
   blocking_misuse();
   pthread_exit_in_exit_drain();
   release_in_closure();
+  huge_timeouts();
   tcr_manager_destroy(g_m);
   return check_done();
 }

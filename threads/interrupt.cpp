@@ -176,16 +176,11 @@ void detail::drain_interrupts_at_exit(ThreadRecord& t) {
 }
 
 void detail::settle_interrupts_left_at_exit(ThreadRecord& t) {
-  std::deque<std::shared_ptr<detail::InterruptState>> left;
-  {
-    MailboxLock lock(t.run.mailbox);
-    t.run.mailbox.is_open = false;
-    left.swap(t.run.mailbox.queue);
-    t.run.mailbox.pending.store(false, std::memory_order_relaxed);
-  }
-  // Outside the lock: settling destroys the closures, whose captures may be the caller's.
-  for (const std::shared_ptr<detail::InterruptState>& st : left) {
-    st->settle(InterruptOutcome::Undelivered);
+  // One at a time, allocating nothing (an exiting thread's malloc may map an arena); each is
+  // settled outside the lock, since settling destroys the closure, whose captures may be the
+  // caller's. The mailbox closes once it is empty.
+  while (std::shared_ptr<detail::InterruptState> next = t.run.mailbox.pop(true)) {
+    next->settle(InterruptOutcome::Undelivered);
   }
 }
 

@@ -46,7 +46,16 @@ extern "C" {
 
 tcr_status tcr_interrupt_owned(tcr_manager* manager, tcr_thread thread, tcr_interrupt_fn fn,
                                void* data, void (*release)(void* data), tcr_ticket** ticket) {
-  // Owns data from the first line: every exit, the closure's run and its drop release it once.
+  // A refused call releases the data before it records its error, so that a release which
+  // itself calls tcr leaves the caller this call's error to read.
+  const char* refused = manager == nullptr || !manager->manager ? "tcr_interrupt: NULL tcr_manager"
+                        : fn == nullptr                         ? "tcr_interrupt: NULL function"
+                                                                : nullptr;
+  if (refused != nullptr) {
+    if (release != nullptr) release(data);
+    return bad_argument(refused);
+  }
+  // From here data is owned: the closure's run, its drop, and every exit release it once.
   std::shared_ptr<OwnedData> owned;
   try {
     owned = std::make_shared<OwnedData>(data, release);
@@ -54,8 +63,6 @@ tcr_status tcr_interrupt_owned(tcr_manager* manager, tcr_thread thread, tcr_inte
     if (release != nullptr) release(data);
     return fail_with(Error{Step::TcrAllocate, ENOMEM, {}, nullptr, "tcr_interrupt"});
   }
-  if (manager == nullptr || !manager->manager) return bad_argument("tcr_interrupt: NULL tcr_manager");
-  if (fn == nullptr) return bad_argument("tcr_interrupt: NULL function");
   return guarded("tcr_interrupt", [&] {
     // The ticket's box first: once the closure is queued nothing may fail.
     std::unique_ptr<tcr_ticket> box;
@@ -63,7 +70,10 @@ tcr_status tcr_interrupt_owned(tcr_manager* manager, tcr_thread thread, tcr_inte
     // The closure holds the only other reference: it is dropped after it ran, or undelivered.
     Result<InterruptTicket> t = manager->manager->interrupt(
         from_thread(thread), [fn, owned](Tcr& self) { fn(to_self(self), owned->data); });
-    if (!t) return fail_with(t.error());
+    if (!t) {
+      owned.reset();  // the last reference: released now, before the error is recorded
+      return fail_with(t.error());
+    }
     if (ticket != nullptr) {
       box->ticket.emplace(std::move(*t));
       *ticket = box.release();

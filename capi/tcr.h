@@ -96,8 +96,11 @@ typedef enum tcr_gc_owner {
   TCR_GC_TCR = 0,
   /* The runtime owns Boehm's configuration (GC_set_all_interior_pointers and the like) and calls
    * GC_INIT itself, before or after the manager is created, on its main thread. tcr never
-   * initializes or configures it; it registers threads once GC_is_init_called(), and a spawn or
-   * adoption that would register one before that answers TCR_STEP_GcNotInitialized. */
+   * initializes or configures it; it registers threads once GC_is_init_called(). Before that any
+   * spawn or adoption answers TCR_STEP_GcNotInitialized (even one that does not register the
+   * thread: its slot block is a GC root, and adding a root would initialize Boehm). Set Boehm's
+   * signals (GC_set_suspend_signal, ...) before creating the manager: tcr picks its own signals
+   * then, avoiding Boehm's. */
   TCR_GC_RUNTIME = 1,
   /* No GC: threads are never registered, slot blocks are not roots. */
   TCR_GC_NONE = 2
@@ -146,7 +149,8 @@ TCR_API void tcr_manager_options_init(tcr_manager_options* options);
 /* options may be NULL (the defaults). *out is set on TCR_OK only. */
 TCR_API tcr_status tcr_manager_create(const tcr_manager_options* options, tcr_manager** out);
 /* Shuts the manager down (waits for spawned threads, joins what was never joined) and frees it.
- * NULL is a no-op. Called from one of its own threads, it cannot wait: see ThreadManager's
+ * NULL is a no-op. No other call on the manager may be in progress or follow (a thread still
+ * inside tcr_join on it would use freed memory). Called from one of its own threads, it cannot wait: see ThreadManager's
  * destructor (the state is left alive and unowned, and that is logged). */
 TCR_API void tcr_manager_destroy(tcr_manager* manager);
 /* Refuses new spawns and adoptions and waits for every spawned thread to end (tcr_join still
@@ -272,7 +276,9 @@ TCR_API tcr_status tcr_interrupt_owned(tcr_manager* manager, tcr_thread thread,
                                        tcr_interrupt_fn fn, void* data,
                                        void (*release)(void* data), tcr_ticket** ticket);
 TCR_API tcr_outcome tcr_ticket_outcome(const tcr_ticket* ticket);
-/* Waits until the outcome is known: TCR_OK when delivered, TCR_STEP_ThreadExited when not. */
+/* Waits until the outcome is known: TCR_OK when delivered, TCR_STEP_ThreadExited when not.
+ * Never wait on an interrupt to the calling thread from inside one of its own closures or
+ * blocking regions: the closure cannot run there, so the wait would not end. */
 TCR_API tcr_status tcr_ticket_wait(const tcr_ticket* ticket);
 TCR_API void tcr_ticket_release(tcr_ticket* ticket); /* NULL is a no-op */
 /* A safe point: runs the calling thread's queued interrupts; answers how many ran. */

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 
@@ -31,6 +32,12 @@ static void release_payload(void* data) {
   (void)tcr_manager_stats(g_manager, &stats);
   free(p);
   atomic_fetch_add(&g_released, 1);
+}
+
+static void release_failing(void* data) {
+  void* value = NULL;
+  (void)tcr_slot_get(NULL, 0, &value); /* fails: BadArgument "NULL tcr_self" */
+  release_payload(data);
 }
 
 static void* poller(tcr_self* self, void* argument) {
@@ -108,11 +115,16 @@ int main(void) {
   CHECK_STATUS(tcr_interrupt_owned(g_manager, done, NULL, new_payload(), release_payload, NULL),
                TCR_STEP_BadArgument);
   CHECK(atomic_load(&g_released) == 25);
+  /* A release that itself fails a tcr call leaves the caller the refused call's error. */
+  CHECK_STATUS(tcr_interrupt_owned(g_manager, done, NULL, new_payload(), release_failing, NULL),
+               TCR_STEP_BadArgument);
+  CHECK(strstr(tcr_error_message(), "NULL function") != NULL);
+  CHECK(atomic_load(&g_released) == 26);
   tcr_thread made_up = {12345, {1, 2}};
   CHECK_STATUS(tcr_interrupt_owned(g_manager, made_up, run_closure, new_payload(),
                                    release_payload, NULL),
                TCR_STEP_BadArgument);
-  CHECK(atomic_load(&g_released) == 26);
+  CHECK(atomic_load(&g_released) == 27);
   CHECK(atomic_load(&g_ran) == 21);
 
   tcr_manager_destroy(g_manager);

@@ -21,6 +21,17 @@ tcr_status status_of(const Result<T>& r) {
   return r ? TCR_OK : fail_with(r.error());
 }
 
+// The value a caller stored in one of tcr.h's enums, as an int, read without the enum's type:
+// a C caller may store any int there (7 in a tcr_trap_mode), and loading that as the C++ enum
+// is undefined (UBSan's -fsanitize=enum stops on it). The switch on the int then refuses it.
+template <class E>
+int enum_value(const E& e) {
+  static_assert(sizeof(E) == sizeof(int), "tcr.h's enums are int-sized, as C makes them");
+  int v;
+  std::memcpy(&v, &e, sizeof v);
+  return v;
+}
+
 constexpr tcr_status to_status(Step step) {
   return static_cast<tcr_status>(static_cast<int>(step) + 1);
 }

@@ -17,8 +17,8 @@ constexpr std::size_t kAdoptOptionsV1 = sizeof(tcr_adopt_options);
 
 std::string_view name_of(const char* name) { return name != nullptr ? name : ""; }
 
-Result<GcRegistration> registration_of(tcr_gc_registration gc) {
-  switch (gc) {
+Result<GcRegistration> registration_of(const tcr_gc_registration& gc) {
+  switch (enum_value(gc)) {
     case TCR_GC_INHERIT: return GcRegistration::Inherit;
     case TCR_GC_REGISTER: return GcRegistration::Register;
     case TCR_GC_DONT_REGISTER: return GcRegistration::DontRegister;
@@ -34,14 +34,14 @@ std::chrono::nanoseconds nanoseconds_of(std::uint64_t ns) {
 // The C options as the C++ ones: the hooks become closures over the caller's function and data.
 Result<ManagerOptions> manager_options_of(const tcr_manager_options& c) {
   ManagerOptions o;
-  switch (c.handle_mode) {
+  switch (enum_value(c.handle_mode)) {
     case TCR_HANDLE_AUTO: o.handle_mode = HandleModeChoice::Auto; break;
     case TCR_HANDLE_PIDFD: o.handle_mode = HandleModeChoice::Pidfd; break;
     case TCR_HANDLE_TGKILL: o.handle_mode = HandleModeChoice::Tgkill; break;
     default:
       return std::unexpected(Error{Step::BadArgument, 0, {}, nullptr, "unknown tcr_handle_mode"});
   }
-  switch (c.gc) {
+  switch (enum_value(c.gc)) {
     case TCR_GC_TCR: o.gc = true; o.gc_owner = GcOwner::Tcr; break;
     case TCR_GC_RUNTIME: o.gc = true; o.gc_owner = GcOwner::Runtime; break;
     case TCR_GC_NONE: o.gc = false; break;

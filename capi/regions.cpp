@@ -30,7 +30,7 @@ tcr_status tcr_region_create(void* base, size_t length, tcr_trap_mode mode, int 
                              tcr_region** out) {
   if (out == nullptr) return bad_argument("tcr_region_create: NULL out");
   RegionOptions options;
-  switch (mode) {
+  switch (enum_value(mode)) {
     case TCR_TRAP_BEST: break;
     case TCR_TRAP_SIGNAL: options.mode = TrapMode::Signal; break;
     case TCR_TRAP_LISTENER: options.mode = TrapMode::Listener; break;

@@ -67,10 +67,11 @@ int tcr_error_code(void) { return t_last.code; }
 const char* tcr_error_message(void) { return t_last.message; }
 
 const char* tcr_step_name(tcr_status step) {
-  if (step == TCR_OK) return "ok";
-  if (step < TCR_OK || step >= TCR_STEP_COUNT_) return "unknown step";
+  const int value = tcr::capi::enum_value(step);  // any int a caller passed
+  if (value == TCR_OK) return "ok";
+  if (value < TCR_OK || value >= TCR_STEP_COUNT_) return "unknown step";
   // The texts are string literals: their views are NUL-terminated.
-  return tcr::to_string(static_cast<tcr::Step>(static_cast<int>(step) - 1)).data();
+  return tcr::to_string(static_cast<tcr::Step>(value - 1)).data();
 }
 
 }  // extern "C"

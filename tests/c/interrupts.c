@@ -268,7 +268,8 @@ static void safe_points(void) {
   /* A closure delivered while the target waits in tcr_semaphore_wait: with the doorbell manager
    * (signal blocked: woken directly), and with a default one (the wake-up signal). */
   tcr_manager* d = new_manager(NULL);
-  for (int round = 0; round < 2 && d != NULL; ++round) {
+  /* Under TSan only the doorbell round: the wake-up signal into a futex wait never arrives there. */
+  for (int round = 0; round < (CHECK_UNDER_TSAN ? 1 : 2) && d != NULL; ++round) {
     tcr_manager* mm = round == 0 ? m : d;
     static atomic_int in_sem;
     atomic_store(&in_sem, 0);

@@ -225,7 +225,7 @@ static void* seven(tcr_self* self, void* argument) {
 static void stack_overflow(tcr_manager* m) {
   tcr_spawn_options so;
   tcr_spawn_options_init(&so);
-  so.stack_size = (size_t)256 << 10;
+  so.stack_size = CHECK_SMALL_STACK;
   for (int i = 0; i < 3; ++i) { /* the cached stack comes back each time, its guard intact */
     tcr_thread t;
     if (!CHECK_STATUS(tcr_spawn(m, "deep", overflow, NULL, &so, &t), TCR_OK)) return;

@@ -389,12 +389,12 @@ static void stack_sizes(void) {
   }
   tcr_spawn_options so;
   tcr_spawn_options_init(&so);
-  so.stack_size = 256 * KiB;
+  so.stack_size = CHECK_SMALL_STACK;
   atomic_store(&g_stack_bytes, 0);
   if (CHECK_STATUS(tcr_spawn(m, "named", measure_stack, NULL, &so, &t), TCR_OK)) {
     CHECK_STATUS(tcr_join(m, t, NULL), TCR_OK);
-    CHECK(atomic_load(&g_stack_bytes) >= 256 * KiB);
-    CHECK(atomic_load(&g_stack_bytes) < 1 * MiB);
+    CHECK(atomic_load(&g_stack_bytes) >= CHECK_SMALL_STACK);
+    CHECK(atomic_load(&g_stack_bytes) < CHECK_SMALL_STACK + 1 * MiB);
   }
   tcr_manager_destroy(m);
 

@@ -45,6 +45,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tcr.h"
 
@@ -543,6 +544,15 @@ static cl_object l_thread_process(cl_object thread)
   ecl_return1(env, thread_of(thread)->process);
 }
 
+/* CLOCK_MONOTONIC in nanoseconds (get-internal-real-time counts milliseconds in ECL 21.2.1). */
+static cl_object l_monotonic_ns(void)
+{
+  cl_env_ptr env = ecl_process_env();
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  ecl_return1(env, ecl_make_uint64_t((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec));
+}
+
 static cl_object l_current_thread_id(void)
 {
   cl_env_ptr env = ecl_process_env();
@@ -556,7 +566,7 @@ static const char* const lisp_prelude[] = {
   "(defpackage \"TCR\" (:use \"CL\")"
   " (:export \"PROCESS-RUN-FUNCTION\" \"PROCESS-JOIN\" \"PROCESS-DETACH\" \"PROCESS-INTERRUPT\""
   " \"INTERRUPT-WAIT\" \"INTERRUPT-OUTCOME\" \"POLL\" \"REAP\" \"TRIM\" \"RESOURCE-COUNTS\" \"STATS\""
-  " \"STACK-LIMITS\" \"THREAD-ID\" \"THREAD-EXITED-P\" \"THREAD-PROCESS\" \"CURRENT-THREAD-ID\""
+  " \"STACK-LIMITS\" \"THREAD-ID\" \"THREAD-EXITED-P\" \"THREAD-PROCESS\" \"CURRENT-THREAD-ID\" \"MONOTONIC-NS\""
   " \"*STACK-CHECK*\" \"*STACK-SIZE*\" \"THREAD-ERROR\" \"THREAD-ERROR-THREAD\" \"THREAD-ERROR-STEP\""
   " \"THREAD-ERROR-MESSAGE\" \"THREAD-ERROR-CONDITION\"))",
   "(defvar tcr:*stack-check* t)",
@@ -565,8 +575,8 @@ static const char* const lisp_prelude[] = {
   "  (step :initarg :step :initform \"\" :reader tcr:thread-error-step)"
   "  (message :initarg :message :initform \"\" :reader tcr:thread-error-message)"
   "  (condition :initarg :condition :initform nil :reader tcr:thread-error-condition))"
-  " (:report (lambda (c s) (format s \"tcr thread ~A: ~A~@[: ~A~]\" (tcr:thread-error-thread c)"
-  "   (tcr:thread-error-step c) (let ((m (tcr:thread-error-message c))) (if (equal m \"\") nil m))))))",
+  " (:report (lambda (c s) (format s \"tcr thread ~A: ~A\" (tcr:thread-error-thread c)"
+  "   (let ((m (tcr:thread-error-message c))) (if (equal m \"\") (tcr:thread-error-step c) m))))))",
   NULL};
 
 static void eval_string(const char* source)
@@ -620,6 +630,7 @@ static void initialize(void)
   ecl_def_c_function(sym("THREAD-EXITED-P", "TCR"), (cl_objectfn_fixed)l_thread_exited_p, 1);
   ecl_def_c_function(sym("THREAD-PROCESS", "TCR"), (cl_objectfn_fixed)l_thread_process, 1);
   ecl_def_c_function(sym("CURRENT-THREAD-ID", "TCR"), (cl_objectfn_fixed)l_current_thread_id, 0);
+  ecl_def_c_function(sym("MONOTONIC-NS", "TCR"), (cl_objectfn_fixed)l_monotonic_ns, 0);
   g_poll_fn = cl_fdefinition(sym("%POLL", "TCR"));
   ecl_register_root(&g_poll_fn);
 

@@ -258,6 +258,10 @@ static void* thread_main(tcr_self* self, void* argument)
     ECL_HANDLER_CASE_BEGIN(env, g_serious) {
       cl_object values = ECL_NIL;
       cl_index i;
+      /* An interrupt queued before the start hook set the notify context got no doorbell:
+       * run it now, before the function (which may never reach a tcr call). */
+      tcr_poll();
+      resignal_pending(env);
       /* ECL returns the primary value, not in env->values[0] */
       env->values[0] = cl_apply(2, rec->function, rec->args);
       for (i = env->nvalues; i-- > 0;) values = ecl_cons(env->values[i], values);

@@ -65,6 +65,16 @@
     (check (eq (tcr:interrupt-wait ticket) :undelivered) "exited thread: undelivered")
     (check (= *hits* 100) "its function did not run")))
 
+;; An interrupt sent at once after the spawn (maybe before the thread's start hook gave tcr its
+;; doorbell), to a thread that only loops: delivered all the same.
+(let* ((stop nil)
+       (th (tcr:process-run-function "early" (lambda () (let ((n 0)) (loop until stop do (setf n (mod (1+ n) 7)))) :early)))
+       (ran nil)
+       (ticket (tcr:process-interrupt th (lambda () (setf ran t)))))
+  (check (eq (tcr:interrupt-wait ticket) :delivered) "interrupt right after the spawn delivered")
+  (setf stop t)
+  (check (and ran (eq (tcr:process-join th) :early)) "it ran, the thread went on"))
+
 ;; An interrupt whose function signals an error: the thread sees that error where it was
 ;; interrupted (re-signalled after tcr_poll returned), its own handler catches it.
 (let ((th (tcr:process-run-function "catcher" (lambda () (handler-case (loop (sleep 0.001)) (error (c) (list :seen (princ-to-string c))))))))

@@ -59,17 +59,57 @@ static cl_object g_poll_fn;        /* #'TCR::%POLL */
 static cl_object g_stack_check;    /* TCR:*STACK-CHECK* */
 static cl_object g_thread_error;   /* TCR:THREAD-ERROR */
 
-/* The calling thread is inside a tcr call made by this module: ECL's doorbell (TCR::%POLL, run
- * from ECL's signal handler) must not re-enter tcr then; the module polls after the call. */
+/* The calling thread is inside a tcr call made by this module. Such a call runs with ECL's
+ * interrupts disabled the Lisp way (EXT:*INTERRUPTS-ENABLED* bound to NIL), so that no ECL
+ * interrupt function (mp:interrupt-process, Ctrl-C's break) runs from ECL's signal handler inside
+ * tcr's frames and unwinds across them: ECL's handler (process_interrupt_handler) only leaves it
+ * queued then, and the call runs what was queued once it returned (ecl_check_pending_interrupts).
+ * Not the C way (env->disable_interrupts): with ECL_USE_MPROTECT a signal then write-protects
+ * the env and ECL runs the interrupt from its SIGSEGV handler, which tcr's fault handler chains
+ * to on tcr's alternate signal stack. The trampoline enables interrupts again inside its own
+ * catch frames for the Lisp code it runs. ECL's doorbell (TCR::%POLL) skips tcr_poll while this
+ * is set (no re-entry into tcr); the module polls when the call returns. */
 static __thread int t_in_tcr;
+static unsigned long g_deferred_polls; /* doorbells that came on the alternate stack (l_poll) */
+static cl_object g_interrupts_enabled; /* EXT:*INTERRUPTS-ENABLED* */
 
-/* What an interrupt closure ended with, re-raised on the thread once tcr's frames are gone. */
+#define TCR_CALL(env, ...)                                   \
+  do {                                                       \
+    t_in_tcr++;                                              \
+    ecl_bds_bind(env, g_interrupts_enabled, ECL_NIL);        \
+    __VA_ARGS__;                                             \
+    ecl_bds_unwind1(env);                                    \
+    t_in_tcr--;                                              \
+    if (!Null(ECL_SYM_VAL(env, g_interrupts_enabled)))       \
+      ecl_check_pending_interrupts(env);                     \
+  } while (0)
+
+/* What an interrupt closure (or an ECL interrupt run inside the notify hook) ended with,
+ * re-raised on the thread once tcr's frames are gone. The condition (PENDING_ERROR) or the values
+ * list (PENDING_UNWIND) is kept in an uncollectable cell of the thread's own (GC-visible; freed by
+ * the exit hook). */
 enum { PENDING_NONE = 0, PENDING_ERROR, PENDING_UNWIND };
 static __thread int t_pending;
 static __thread cl_index t_pending_frame; /* index of the frs frame an unwind was going to */
-/* The condition (PENDING_ERROR) or the values list (PENDING_UNWIND) lives in slot 0 of the
- * thread's record: GC-visible, cleared by tcr when the thread exits. */
-#define PENDING_SLOT 0
+static __thread cl_object* t_pending_cell;
+
+static void set_pending(int kind, cl_object object, cl_index frame)
+{
+  if (t_pending != PENDING_NONE) return; /* the first one wins */
+  if (t_pending_cell == NULL) t_pending_cell = (cl_object*)ecl_alloc_uncollectable(sizeof(cl_object));
+  *t_pending_cell = object;
+  t_pending_frame = frame;
+  t_pending = kind;
+}
+
+/* Catches what the Lisp code in body signals or unwinds, for set_pending. */
+static void save_unwind(cl_env_ptr env)
+{
+  cl_object values = ECL_NIL;
+  cl_index i = env->nvalues;
+  while (i-- > 0) values = ecl_cons(env->values[i], values);
+  set_pending(PENDING_UNWIND, values, (cl_index)(env->nlj_fr - env->frs_org));
+}
 
 enum outcome { OUT_RUNNING = 0, OUT_VALUES, OUT_ERROR, OUT_UNWOUND };
 
@@ -114,23 +154,20 @@ static struct thread_rec* thread_of(cl_object o)
 /* Re-raises what an interrupt closure ended with, now that no tcr frame is below us. */
 static void resignal_pending(cl_env_ptr env)
 {
-  tcr_self* self;
-  void* saved = NULL;
+  cl_object saved;
   int kind = t_pending;
   if (kind == PENDING_NONE) return;
   t_pending = PENDING_NONE;
-  self = tcr_current();
-  tcr_slot_get(self, PENDING_SLOT, &saved);
-  tcr_slot_set(self, PENDING_SLOT, NULL);
+  saved = *t_pending_cell;
+  *t_pending_cell = ECL_NIL;
   if (kind == PENDING_ERROR) {
-    cl_error(1, (cl_object)saved);
+    cl_error(1, saved);
   } else {
-    cl_object values = (cl_object)saved;
     struct ecl_frame* fr = env->frs_org + t_pending_frame;
     cl_index n = 0;
     if (fr > env->frs_top) return; /* the frame is gone: nothing to go back to */
-    for (; !Null(values) && n < ECL_MULTIPLE_VALUES_LIMIT; values = ECL_CONS_CDR(values))
-      env->values[n++] = ECL_CONS_CAR(values);
+    for (; !Null(saved) && n < ECL_MULTIPLE_VALUES_LIMIT; saved = ECL_CONS_CDR(saved))
+      env->values[n++] = ECL_CONS_CAR(saved);
     env->nvalues = n;
     ecl_unwind(env, fr);
   }
@@ -139,10 +176,9 @@ static void resignal_pending(cl_env_ptr env)
 /* After a tcr call from Lisp: run what was queued meanwhile (the doorbell was skipped). */
 static void after_tcr(cl_env_ptr env)
 {
-  if (t_in_tcr == 0 && tcr_current() != NULL) {
-    tcr_poll();
-    resignal_pending(env);
-  }
+  if (t_in_tcr != 0) return;
+  if (tcr_current() != NULL) TCR_CALL(env, tcr_poll());
+  resignal_pending(env);
 }
 
 /* ---- hooks ---------------------------------------------------------------------------------- */
@@ -179,6 +215,10 @@ static void exit_hook(tcr_self* self, void* data)
   (void)data;
   t_pending = PENDING_NONE;
   t_in_tcr = 0;
+  if (t_pending_cell != NULL) {
+    ecl_free_uncollectable(t_pending_cell);
+    t_pending_cell = NULL;
+  }
   if (env != NULL && env->own_process != NULL && !Null(env->own_process)) {
     ecl_release_current_thread(); /* also GC_unregister_my_thread, as ECL registered it */
   } else if (GC_thread_is_registered()) {
@@ -203,6 +243,8 @@ static void notify_hook(uint64_t thread_id, void* context, void* data)
     } ECL_HANDLER_CASE(1, condition) {
       (void)condition; /* the process is exiting: tcr settles the interrupt */
     } ECL_HANDLER_CASE_END;
+  } ECL_CATCH_ALL_IF_CAUGHT {
+    save_unwind(env); /* not expected (interrupts are disabled here): goes on after tcr returns */
   } ECL_CATCH_ALL_END;
 }
 
@@ -213,27 +255,23 @@ static void trampoline(tcr_self* self, void (*run)(void* closure), void* closure
 {
   cl_env_ptr env = ecl_process_env_unsafe();
   const int saved_in_tcr = t_in_tcr;
+  (void)self;
   (void)data;
   if (env == NULL || env->own_process == NULL || Null(env->own_process)) return; /* undelivered */
   t_in_tcr = 0;
   ECL_CATCH_ALL_BEGIN(env) {
     ECL_HANDLER_CASE_BEGIN(env, g_serious) {
+      /* Lisp code runs with interrupts enabled; ECL interrupts that waited run here, inside
+       * these frames. */
+      ecl_bds_bind(env, g_interrupts_enabled, ECL_T);
+      ecl_check_pending_interrupts(env);
       run(closure);
+      ecl_bds_unwind1(env);
     } ECL_HANDLER_CASE(1, condition) {
-      if (t_pending == PENDING_NONE) {
-        t_pending = PENDING_ERROR;
-        tcr_slot_set(self, PENDING_SLOT, condition);
-      }
+      set_pending(PENDING_ERROR, condition, 0);
     } ECL_HANDLER_CASE_END;
   } ECL_CATCH_ALL_IF_CAUGHT {
-    if (t_pending == PENDING_NONE) {
-      cl_object values = ECL_NIL;
-      cl_index i = env->nvalues;
-      while (i-- > 0) values = ecl_cons(env->values[i], values);
-      t_pending = PENDING_UNWIND;
-      t_pending_frame = (cl_index)(env->nlj_fr - env->frs_org);
-      tcr_slot_set(self, PENDING_SLOT, values);
-    }
+    save_unwind(env);
   } ECL_CATCH_ALL_END;
   t_in_tcr = saved_in_tcr;
 }
@@ -260,7 +298,7 @@ static void* thread_main(tcr_self* self, void* argument)
       cl_index i;
       /* An interrupt queued before the start hook set the notify context got no doorbell:
        * run it now, before the function (which may never reach a tcr call). */
-      tcr_poll();
+      TCR_CALL(env, tcr_poll());
       resignal_pending(env);
       /* ECL returns the primary value, not in env->values[0] */
       env->values[0] = cl_apply(2, rec->function, rec->args);
@@ -326,9 +364,9 @@ static cl_object l_process_run_function(cl_narg narg, cl_object name, cl_object 
   object = ecl_make_foreign_data(g_thread_tag, 0, rec);
   tcr_spawn_options_init(&options);
   options.gc = TCR_GC_DONT_REGISTER; /* ecl_import_current_thread registers it */
-  t_in_tcr++;
-  st = tcr_spawn(g_manager, cname, thread_main, rec, &options, &rec->thread);
-  t_in_tcr--;
+  TCR_CALL(env, {
+    st = tcr_spawn(g_manager, cname, thread_main, rec, &options, &rec->thread);
+  });
   if (st != TCR_OK) signal_step(ECL_NIL, st, ECL_NIL);
   GC_register_finalizer_no_order(rec, thread_finalizer, NULL, NULL, NULL);
   after_tcr(env);
@@ -353,9 +391,9 @@ static cl_object l_process_join(cl_object thread)
   cl_env_ptr env = ecl_process_env();
   struct thread_rec* rec = thread_of(thread);
   tcr_status st;
-  t_in_tcr++;
-  st = tcr_join(g_manager, rec->thread, NULL);
-  t_in_tcr--;
+  TCR_CALL(env, {
+    st = tcr_join(g_manager, rec->thread, NULL);
+  });
   if (st == TCR_OK || st == TCR_STEP_StackOverflow || st == TCR_STEP_StartHook) rec->joined = 1;
   after_tcr(env);
   if (st != TCR_OK) signal_step(thread, st, ECL_NIL);
@@ -380,9 +418,9 @@ static cl_object l_process_detach(cl_object thread)
   cl_env_ptr env = ecl_process_env();
   struct thread_rec* rec = thread_of(thread);
   tcr_status st;
-  t_in_tcr++;
-  st = tcr_detach(g_manager, rec->thread);
-  t_in_tcr--;
+  TCR_CALL(env, {
+    st = tcr_detach(g_manager, rec->thread);
+  });
   if (st == TCR_OK) rec->detached = 1;
   after_tcr(env);
   if (st != TCR_OK) signal_step(thread, st, ECL_NIL);
@@ -398,11 +436,11 @@ static cl_object l_process_interrupt(cl_object thread, cl_object function)
   tcr_status st;
   *cell = si_coerce_to_function(function);
   t->ticket = NULL;
-  t_in_tcr++;
-  /* tcr owns the cell from here: release_interrupt frees it exactly once. */
-  st = tcr_interrupt_owned(g_manager, rec->thread, run_interrupt, cell, release_interrupt,
-                           &t->ticket);
-  t_in_tcr--;
+  TCR_CALL(env, {
+    /* tcr owns the cell from here: release_interrupt frees it exactly once. */
+    st = tcr_interrupt_owned(g_manager, rec->thread, run_interrupt, cell, release_interrupt,
+                             &t->ticket);
+  });
   after_tcr(env);
   if (st != TCR_OK) signal_step(thread, st, ECL_NIL);
   GC_register_finalizer_no_order(t, ticket_finalizer, NULL, NULL, NULL);
@@ -435,20 +473,38 @@ static cl_object l_interrupt_wait(cl_object ticket)
 {
   cl_env_ptr env = ecl_process_env();
   struct ticket_rec* t = ticket_of(ticket);
-  t_in_tcr++;
-  tcr_ticket_wait(t->ticket);
-  t_in_tcr--;
+  TCR_CALL(env, {
+    tcr_ticket_wait(t->ticket);
+  });
   after_tcr(env);
   ecl_return1(env, outcome_keyword(tcr_ticket_outcome(t->ticket)));
 }
 
-/* TCR::%POLL: what ECL's interrupt runs on the target thread. */
+/* Whether the caller runs on its tcr stack (not on the alternate signal stack above it). */
+static int on_thread_stack(void)
+{
+  tcr_self* self = tcr_current();
+  char here;
+  if (self == NULL) return 1;
+  return &here >= (char*)tcr_self_stack_low(self) && &here < (char*)tcr_self_stack_high(self);
+}
+
+/* TCR::%POLL: what ECL's interrupt runs on the target thread. With tcr's fault handlers
+ * installed (tcr:install-fault-handlers), ECL's SIGSEGV handler, which runs the interrupts that
+ * arrived while ECL had them disabled (ECL_USE_MPROTECT: the env page trap), is called from
+ * tcr's handler on tcr's alternate signal stack: Boehm does not know that stack (a collection
+ * then would not scan the thread's own), and it is 64 KiB. No closure runs there: the poll is
+ * left for the thread's next tcr call or doorbell. */
 static cl_object l_poll(void)
 {
   cl_env_ptr env = ecl_process_env();
   size_t ran = 0;
+  if (!on_thread_stack()) {
+    g_deferred_polls++;
+    ecl_return1(env, ecl_make_fixnum(0));
+  }
   if (t_in_tcr == 0) {
-    ran = tcr_poll();
+    TCR_CALL(env, ran = tcr_poll());
     resignal_pending(env);
   }
   ecl_return1(env, ecl_make_fixnum((cl_fixnum)ran));
@@ -465,9 +521,9 @@ static cl_object l_reap(cl_narg narg, ...)
   va_start(ap, narg);
   if (narg == 1) wait = va_arg(ap, cl_object);
   va_end(ap);
-  t_in_tcr++;
-  st = tcr_reap(g_manager, !Null(wait), &reaped);
-  t_in_tcr--;
+  TCR_CALL(env, {
+    st = tcr_reap(g_manager, !Null(wait), &reaped);
+  });
   after_tcr(env);
   if (st != TCR_OK) signal_step(ECL_NIL, st, ECL_NIL);
   ecl_return1(env, ecl_make_unsigned_integer(reaped));
@@ -564,6 +620,25 @@ static cl_object l_current_thread_id(void)
   ecl_return1(env, self != NULL ? ecl_make_uint64_t(tcr_self_id(self)) : ECL_NIL);
 }
 
+/* (tcr:install-fault-handlers): tcr's SIGSEGV/SIGBUS handlers, after ECL's own (installed at
+ * boot), which they chain every other fault to. Opt-in (see l_poll and ecl/README.md): a
+ * thread's overflow into its guard page is then recovered (join: "thread overflowed its stack")
+ * instead of killing the process, but ECL's env-page interrupts on tcr threads then run on tcr's
+ * alternate stack. */
+static cl_object l_install_fault_handlers(void)
+{
+  cl_env_ptr env = ecl_process_env();
+  tcr_status st = tcr_install_fault_handlers();
+  if (st != TCR_OK) signal_step(ECL_NIL, st, ECL_NIL);
+  ecl_return1(env, ECL_T);
+}
+
+static cl_object l_deferred_polls(void)
+{
+  cl_env_ptr env = ecl_process_env();
+  ecl_return1(env, ecl_make_unsigned_integer(g_deferred_polls));
+}
+
 /* ---- initialization ------------------------------------------------------------------------- */
 
 static const char* const lisp_prelude[] = {
@@ -571,6 +646,7 @@ static const char* const lisp_prelude[] = {
   " (:export \"PROCESS-RUN-FUNCTION\" \"PROCESS-JOIN\" \"PROCESS-DETACH\" \"PROCESS-INTERRUPT\""
   " \"INTERRUPT-WAIT\" \"INTERRUPT-OUTCOME\" \"POLL\" \"REAP\" \"TRIM\" \"RESOURCE-COUNTS\" \"STATS\""
   " \"STACK-LIMITS\" \"THREAD-ID\" \"THREAD-EXITED-P\" \"THREAD-PROCESS\" \"CURRENT-THREAD-ID\" \"MONOTONIC-NS\""
+  " \"INSTALL-FAULT-HANDLERS\" \"DEFERRED-POLLS\""
   " \"*STACK-CHECK*\" \"*STACK-SIZE*\" \"THREAD-ERROR\" \"THREAD-ERROR-THREAD\" \"THREAD-ERROR-STEP\""
   " \"THREAD-ERROR-MESSAGE\" \"THREAD-ERROR-CONDITION\"))",
   "(defvar tcr:*stack-check* t)",
@@ -616,6 +692,7 @@ static void initialize(void)
   g_ticket_tag = sym("TICKET", "TCR");
   g_stack_check = sym("*STACK-CHECK*", "TCR");
   g_thread_error = sym("THREAD-ERROR", "TCR");
+  g_interrupts_enabled = sym("*INTERRUPTS-ENABLED*", "EXT");
 
   ecl_def_c_function_va(sym("PROCESS-RUN-FUNCTION", "TCR"), (cl_objectfn)l_process_run_function, 2);
   ecl_def_c_function(sym("PROCESS-JOIN", "TCR"), (cl_objectfn_fixed)l_process_join, 1);
@@ -635,6 +712,8 @@ static void initialize(void)
   ecl_def_c_function(sym("THREAD-PROCESS", "TCR"), (cl_objectfn_fixed)l_thread_process, 1);
   ecl_def_c_function(sym("CURRENT-THREAD-ID", "TCR"), (cl_objectfn_fixed)l_current_thread_id, 0);
   ecl_def_c_function(sym("MONOTONIC-NS", "TCR"), (cl_objectfn_fixed)l_monotonic_ns, 0);
+  ecl_def_c_function(sym("INSTALL-FAULT-HANDLERS", "TCR"), (cl_objectfn_fixed)l_install_fault_handlers, 0);
+  ecl_def_c_function(sym("DEFERRED-POLLS", "TCR"), (cl_objectfn_fixed)l_deferred_polls, 0);
   g_poll_fn = cl_fdefinition(sym("%POLL", "TCR"));
   ecl_register_root(&g_poll_fn);
 
@@ -650,11 +729,10 @@ static void initialize(void)
   if (st != TCR_OK)
     FEerror("tcr-ecl: tcr_manager_create: ~A: ~A", 2, base_string(tcr_step_name(st)),
             base_string(tcr_error_message()));
-  /* After ECL's own SIGSEGV handler (installed at boot), which tcr chains to. */
-  st = tcr_install_fault_handlers();
-  if (st != TCR_OK)
-    FEerror("tcr-ecl: tcr_install_fault_handlers: ~A: ~A", 2, base_string(tcr_step_name(st)),
-            base_string(tcr_error_message()));
+  {
+    const char* fh = getenv("TCR_ECL_FAULT_HANDLERS");
+    if (fh != NULL && strcmp(fh, "1") == 0) l_install_fault_handlers();
+  }
 }
 
 /* The FASL entry point (see the header comment). */

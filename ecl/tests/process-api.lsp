@@ -53,6 +53,7 @@
       (push (/ (- (tcr:monotonic-ns) t0) 1000.0) delays)))
   (format t "~&interrupt into a busy loop: median ~,1F us, max ~,1F us over 100~%" (median delays) (reduce #'max delays))
   (check (= *hits* 100) "100 interrupts ran")
+  (check (zerop (tcr:deferred-polls)) "no doorbell came on the alternate signal stack")
   (check (< (median delays) 1e6) "median delay under 1 s")
   ;; The interrupt runs on that thread, with its dynamic bindings.
   (let ((where nil))
@@ -103,5 +104,14 @@
        (tickets (progn (sleep 0.05) (loop repeat 5 collect (tcr:process-interrupt outer (lambda () (incf *hits*)))))))
   (check (every (lambda (tk) (eq (tcr:interrupt-wait tk) :delivered)) tickets) "interrupts delivered inside a join")
   (check (equal (tcr:process-join outer) '(:inner 105)) "join went on after them"))
+;; ECL's own mp:interrupt-process to a thread blocked in tcr:process-join, with a function that
+;; throws: ECL queues it while the thread is inside tcr (interrupts disabled there), and runs it
+;; once the join returned, so the throw never crosses tcr's frames; the joined thread is reaped.
+(let* ((inner (tcr:process-run-function "inner2" (lambda () (sleep 0.3) :inner)))
+       (outer (tcr:process-run-function "outer2" (lambda () (list (catch 'out (tcr:process-join inner) :not-thrown)
+                                                                  (tcr:thread-exited-p inner))))))
+  (sleep 0.05)
+  (mp:interrupt-process (tcr:thread-process outer) (lambda () (throw 'out :thrown)))
+  (check (equal (tcr:process-join outer) '(:thrown t)) "ECL interrupt during a join ran after it, threw to the thread's catch"))
 (tcr:reap t)
 (finish)

@@ -2,7 +2,7 @@
 ;;; 1. ECL's own C-stack check (limits set from the tcr stack by the start hook): the overflow is
 ;;;    an EXT:STACK-OVERFLOW caught by a handler-case in the thread, which goes on running.
 ;;; 2. With the ECL check off (tcr:*stack-check* nil at spawn) the recursion reaches tcr's guard
-;;;    page: tcr's fault handler recovers the thread, the exit hook releases it from ECL, and
+;;;    page: tcr's fault handler (tcr:install-fault-handlers, opt-in) recovers the thread, the exit hook releases it from ECL, and
 ;;;    tcr:process-join signals TCR:THREAD-ERROR "thread overflowed its stack".
 ;;; Both at least 20 times in a row, then normal threads (reused stacks and records import again).
 (load (merge-pathnames "common.lsp" *load-truename*))
@@ -34,6 +34,9 @@
   (format t "~&ECL-detected overflows: 25 threads, recursion depth at the overflow ~D..~D~%" (reduce #'min depths) (reduce #'max depths))
   (check (apply #'= depths) "same depth each time (same stack, same limits)"))
 
+;; tcr's fault handlers are opt-in (ecl/README.md): without them a guard-page hit kills the
+;; process, ECL's handler cannot run on the overflowed stack.
+(check (eq (tcr:install-fault-handlers) t) "tcr:install-fault-handlers")
 (let ((steps '()))
   (dotimes (i 25)
     (let ((th (let ((tcr:*stack-check* nil)) (tcr:process-run-function (format nil "guard-overflow-~D" i) (lambda () (deep 0))))))

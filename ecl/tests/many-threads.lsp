@@ -4,8 +4,10 @@
 ;;; mappings are back at the baseline and RSS within 4 MiB of it (a bounded wait for reaping).
 ;;; The baseline is taken after a warm-up round of the same pattern (Boehm's heap and tcr's stack
 ;;; cache at their working size), with the stack cache trimmed at both points. Run it with
-;;; MALLOC_ARENA_MAX=1 (ctest does): glibc maps a new 64 MiB malloc arena, kept for reuse, when
-;;; threads happen to contend for malloc, which is no leak but moves the mapping count.
+;;; MALLOC_ARENA_MAX=1 GC_UNMAP_THRESHOLD=0 (ctest does): glibc maps a new 64 MiB malloc arena,
+;;; kept for reuse, when threads happen to contend for malloc, and Boehm unmaps free heap blocks
+;;; after some collections (splitting its mappings): no leak, but either moves the mapping count.
+;;; On a mismatch the test prints the mappings that differ.
 (load (merge-pathnames "common.lsp" *load-truename*))
 (defvar *count* (script-arg 0 100000))
 (defvar *batch* 32)

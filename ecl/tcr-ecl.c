@@ -11,6 +11,7 @@
  *   (tcr:process-interrupt thread function) -> a ticket; (tcr:interrupt-wait ticket) ->
  *                                     :DELIVERED or :UNDELIVERED, (tcr:interrupt-outcome ticket)
  *   (tcr:poll) (tcr:reap &optional wait) (tcr:resource-counts) (tcr:stats) (tcr:stack-limits)
+ *   (tcr:install-fault-handlers) (tcr:deferred-polls) (tcr:monotonic-ns) (tcr:trim)
  *   (tcr:thread-id thread) (tcr:thread-exited-p thread) (tcr:current-thread-id)
  *   tcr:*stack-check* (default T): NIL at spawn leaves ECL's C-stack check off in that thread,
  *                                     so an overflow reaches tcr's guard page (for the tests).
@@ -35,8 +36,9 @@
  *    protected and the SIGSEGV handler runs them). That is the doorbell: the notify hook calls
  *    mp:interrupt-process with TCR::%POLL, which calls tcr_poll() on the target.
  *  - ECL's SIGSEGV handler (sigsegv_handler) is installed at boot; tcr_install_fault_handlers,
- *    called after it, chains every fault that is not a tcr guard page to it (ECL's env-page
- *    trick keeps working).
+ *    called after it, chains every fault that is not a tcr guard page to it, but then on tcr's
+ *    alternate signal stack, where ECL runs the interrupts its env-page trap caught: so it is
+ *    opt-in here (tcr:install-fault-handlers; see l_poll and ecl/README.md).
  */
 #include <ecl/ecl.h>
 #include <gc/gc.h>

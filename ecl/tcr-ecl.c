@@ -635,6 +635,17 @@ static cl_object l_install_fault_handlers(void)
   ecl_return1(env, ECL_T);
 }
 
+/* Boehm's heap: (:heap-size :free-bytes :unmapped-bytes :in-use), for the leak tests. */
+static cl_object l_gc_heap(void)
+{
+  cl_env_ptr env = ecl_process_env();
+  size_t heap = GC_get_heap_size(), free_bytes = GC_get_free_bytes(), unmapped = GC_get_unmapped_bytes();
+  ecl_return1(env, cl_list(8, kw("HEAP-SIZE"), ecl_make_unsigned_integer(heap), kw("FREE-BYTES"),
+                           ecl_make_unsigned_integer(free_bytes), kw("UNMAPPED-BYTES"),
+                           ecl_make_unsigned_integer(unmapped), kw("IN-USE"),
+                           ecl_make_unsigned_integer(heap - free_bytes - unmapped)));
+}
+
 static cl_object l_deferred_polls(void)
 {
   cl_env_ptr env = ecl_process_env();
@@ -648,7 +659,7 @@ static const char* const lisp_prelude[] = {
   " (:export \"PROCESS-RUN-FUNCTION\" \"PROCESS-JOIN\" \"PROCESS-DETACH\" \"PROCESS-INTERRUPT\""
   " \"INTERRUPT-WAIT\" \"INTERRUPT-OUTCOME\" \"POLL\" \"REAP\" \"TRIM\" \"RESOURCE-COUNTS\" \"STATS\""
   " \"STACK-LIMITS\" \"THREAD-ID\" \"THREAD-EXITED-P\" \"THREAD-PROCESS\" \"CURRENT-THREAD-ID\" \"MONOTONIC-NS\""
-  " \"INSTALL-FAULT-HANDLERS\" \"DEFERRED-POLLS\""
+  " \"INSTALL-FAULT-HANDLERS\" \"DEFERRED-POLLS\" \"GC-HEAP\""
   " \"*STACK-CHECK*\" \"*STACK-SIZE*\" \"THREAD-ERROR\" \"THREAD-ERROR-THREAD\" \"THREAD-ERROR-STEP\""
   " \"THREAD-ERROR-MESSAGE\" \"THREAD-ERROR-CONDITION\"))",
   "(defvar tcr:*stack-check* t)",
@@ -716,6 +727,7 @@ static void initialize(void)
   ecl_def_c_function(sym("MONOTONIC-NS", "TCR"), (cl_objectfn_fixed)l_monotonic_ns, 0);
   ecl_def_c_function(sym("INSTALL-FAULT-HANDLERS", "TCR"), (cl_objectfn_fixed)l_install_fault_handlers, 0);
   ecl_def_c_function(sym("DEFERRED-POLLS", "TCR"), (cl_objectfn_fixed)l_deferred_polls, 0);
+  ecl_def_c_function(sym("GC-HEAP", "TCR"), (cl_objectfn_fixed)l_gc_heap, 0);
   g_poll_fn = cl_fdefinition(sym("%POLL", "TCR"));
   ecl_register_root(&g_poll_fn);
 

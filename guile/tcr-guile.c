@@ -203,33 +203,40 @@ static void notify_hook(uint64_t thread_id, void* notify_context, void* data) {
   scm_system_async_mark_for_thread(g_run_interrupts, scm_of(notify_context));
 }
 
-static void mark_if_pending(void* data) {
+/* Whether this thread is inside run_interrupts_proc: a doorbell that rings meanwhile (Guile runs
+ * an async inside another one) finds the running loop, which takes what arrived, so interrupts
+ * run one after the other in the order they were queued (tcr's rule: they do not nest). */
+static _Thread_local int t_running_interrupts;
+
+static void interrupts_unwound(void* data) {
   tcr_self* self = data;
+  t_running_interrupts = 0;
   if (!scm_is_null(pending_list(self))) scm_system_async_mark(g_run_interrupts);
 }
 
 /* The doorbell async (a gsubr, run by Guile at a safe point of the target): tcr_poll, then each
  * delivered thunk in turn, in the interrupted code. When one escapes (raises, aborts), the rest
- * stay pending and the doorbell is marked again, so they run at the next safe point, as Guile's
- * own asyncs do (scm_async_tick takes one at a time). */
+ * stay pending and the doorbell is marked again, so they run at the next safe point. */
 static SCM run_interrupts_proc(void) {
   tcr_self* self = tcr_current();
-  if (self == NULL || !t_in_guile) return SCM_UNSPECIFIED;
-  (void)tcr_poll();
+  if (self == NULL || !t_in_guile || t_running_interrupts) return SCM_UNSPECIFIED;
+  t_running_interrupts = 1;
+  scm_dynwind_begin(0);
+  scm_dynwind_unwind_handler(interrupts_unwound, self, 0); /* on a non-local exit only */
   for (;;) {
+    (void)tcr_poll(); /* also what arrived while the last thunk ran */
     SCM list = pending_list(self);
     if (!scm_is_pair(list)) break;
     SCM item = SCM_CAR(list);
     set_pending_list(self, SCM_CDR(list));
-    scm_dynwind_begin(0);
-    scm_dynwind_unwind_handler(mark_if_pending, self, 0); /* on a non-local exit only */
     if (scm_is_pair(item)) {
       scm_throw(SCM_CAR(item), SCM_CDR(item));
     } else {
       scm_call_0(item);
     }
-    scm_dynwind_end();
   }
+  scm_dynwind_end();
+  t_running_interrupts = 0;
   return SCM_UNSPECIFIED;
 }
 

@@ -208,10 +208,13 @@ static void notify_hook(uint64_t thread_id, void* notify_context, void* data) {
  * run one after the other in the order they were queued (tcr's rule: they do not nest). */
 static _Thread_local int t_running_interrupts;
 
+/* A thunk escaped: the rest run at the next safe point. Marked whether or not the pending list
+ * has more: interrupts queued in tcr since the last tcr_poll rang a doorbell that found this
+ * loop running and returned, so only this mark brings them in. */
 static void interrupts_unwound(void* data) {
-  tcr_self* self = data;
+  (void)data;
   t_running_interrupts = 0;
-  if (!scm_is_null(pending_list(self))) scm_system_async_mark(g_run_interrupts);
+  scm_system_async_mark(g_run_interrupts);
 }
 
 /* The doorbell async (a gsubr, run by Guile at a safe point of the target): tcr_poll, then each
@@ -222,7 +225,7 @@ static SCM run_interrupts_proc(void) {
   if (self == NULL || !t_in_guile || t_running_interrupts) return SCM_UNSPECIFIED;
   t_running_interrupts = 1;
   scm_dynwind_begin(0);
-  scm_dynwind_unwind_handler(interrupts_unwound, self, 0); /* on a non-local exit only */
+  scm_dynwind_unwind_handler(interrupts_unwound, NULL, 0); /* on a non-local exit only */
   for (;;) {
     (void)tcr_poll(); /* also what arrived while the last thunk ran */
     SCM list = pending_list(self);
@@ -556,6 +559,9 @@ static SCM tcr_reap_proc(void) {
   return scm_from_size_t(reaped);
 }
 
+/* (tcr-trim) -> how many stacks tcr kept for reuse it unmapped now. */
+static SCM tcr_trim_proc(void) { return scm_from_size_t(tcr_trim(g_manager)); }
+
 static SCM tcr_thread_id(SCM obj) {
   scm_assert_foreign_object_type(g_thread_type, obj);
   return scm_from_uint64(handle_of(data_of(obj)).id);
@@ -602,4 +608,5 @@ void scm_init_tcr_guile(void) {
   scm_c_define_gsubr("tcr-resource-counts", 0, 0, 0, (scm_t_subr)tcr_resource_counts_proc);
   scm_c_define_gsubr("tcr-thread-dump", 0, 0, 0, (scm_t_subr)tcr_thread_dump_proc);
   scm_c_define_gsubr("tcr-reap", 0, 0, 0, (scm_t_subr)tcr_reap_proc);
+  scm_c_define_gsubr("tcr-trim", 0, 0, 0, (scm_t_subr)tcr_trim_proc);
 }

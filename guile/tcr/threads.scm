@@ -22,6 +22,7 @@
             tcr-resource-counts
             tcr-thread-dump
             tcr-reap
+            tcr-trim
             begin-tcr-thread))
 
 (eval-when (expand load eval)

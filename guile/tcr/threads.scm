@@ -37,7 +37,9 @@
 (define (call-with-backtrace thunk)
   (let ((err (current-error-port)))
     (catch #t
-      thunk
+      ;; The backtrace stops at this stack's start (as Guile's threads' do): it never walks the
+      ;; frames below the thread's first Scheme frame.
+      (lambda () (%start-stack 'thread thunk))
       (lambda _ (values))
       (lambda (key . args)
         (false-if-exception

@@ -85,6 +85,7 @@ typedef struct guile_tcr_thread {
   _Atomic int handle_state; /* HANDLE_*: `handle` is published once, by spawner or thread */
   tcr_thread handle;
   SCM body;                 /* the thunk the thread runs; cleared when it starts */
+  SCM dynamic_state;        /* what it starts in (#f: Guile's default); cleared then too */
   SCM result;               /* the list of the thread's values, written by it before it exits */
   _Atomic int joined;       /* reaped by a join: `result` (or `error`) is final */
   SCM error;                /* #f, or (status . message) when the join failed (StackOverflow) */
@@ -283,6 +284,10 @@ static void* guile_body(void* data) {
   t_in_guile = 1;
   /* Interrupts queued before the context was set rang no doorbell: take them now. */
   if (tcr_poll() > 0 || !scm_is_null(pending_list(self))) scm_system_async_mark(g_run_interrupts);
+  /* The spawner's dynamic state, as Guile gives its own threads (scm_i_with_guile with
+   * launch_data's dynamic_state): installed for good, the thread ends with it. */
+  if (scm_is_true(th->dynamic_state)) scm_set_current_dynamic_state(th->dynamic_state);
+  th->dynamic_state = SCM_BOOL_F;
   SCM body = th->body;
   th->body = SCM_BOOL_F;
   th->result = scm_c_catch(SCM_BOOL_T, call_body, &body, body_escaped, NULL, NULL, NULL);
@@ -301,18 +306,23 @@ static void* thread_main(tcr_self* self, void* argument) {
   return NULL; /* the result is in the thread object (not in tcr's result slot: see spawn) */
 }
 
-/* (%tcr-spawn body) -> thread object. body is (tcr threads)'s wrapper, a thunk answering the
- * list of the user thunk's values.
+/* (%tcr-spawn body [dynamic-state]) -> thread object. body is (tcr threads)'s wrapper, a thunk
+ * answering the list of the user thunk's values; the thread starts in dynamic-state when given
+ * (a value of current-dynamic-state), else in Guile's default one.
  * The thread object is tcr's argument: GC-visible while the thread runs, cleared by tcr at exit,
  * so a dropped thread object becomes collectable once its thread has exited (and its finalizer
  * detaches it). The result goes into the object, not tcr's result slot: a result that refers to
  * its own thread object would otherwise be a root keeping that object alive forever. */
-static SCM spawn(SCM body) {
+static SCM spawn(SCM body, SCM dynamic_state) {
   SCM_ASSERT_TYPE(scm_is_true(scm_procedure_p(body)), body, SCM_ARG1, "%tcr-spawn", "procedure");
+  if (SCM_UNBNDP(dynamic_state)) dynamic_state = SCM_BOOL_F;
+  SCM_ASSERT_TYPE(scm_is_false(dynamic_state) || scm_is_dynamic_state(dynamic_state),
+                  dynamic_state, SCM_ARG2, "%tcr-spawn", "dynamic state");
   guile_tcr_thread* th = scm_gc_malloc(sizeof *th, "tcr-thread");
   atomic_init(&th->handle_state, HANDLE_UNSET);
   memset(&th->handle, 0, sizeof th->handle);
   th->body = body;
+  th->dynamic_state = dynamic_state;
   th->result = SCM_EOL;
   atomic_init(&th->joined, 0);
   th->error = SCM_BOOL_F;
@@ -324,6 +334,7 @@ static SCM spawn(SCM body) {
   tcr_status status = tcr_spawn(g_manager, NULL, thread_main, pointer_of(obj), &options, &handle);
   if (status != TCR_OK) {
     th->body = SCM_BOOL_F;
+    th->dynamic_state = SCM_BOOL_F;
     raise_tcr_error("call-with-new-thread", status);
   }
   publish_handle(th, handle);
@@ -597,7 +608,7 @@ void scm_init_tcr_guile(void) {
   g_run_interrupts = scm_permanent_object(
       scm_c_make_gsubr("%tcr-run-interrupts", 0, 0, 0, (scm_t_subr)run_interrupts_proc));
   scm_c_define("%tcr-join-timed-out", g_timeout);
-  scm_c_define_gsubr("%tcr-spawn", 1, 0, 0, (scm_t_subr)spawn);
+  scm_c_define_gsubr("%tcr-spawn", 1, 1, 0, (scm_t_subr)spawn);
   scm_c_define_gsubr("%tcr-join", 2, 0, 0, (scm_t_subr)join);
   scm_c_define_gsubr("tcr-thread?", 1, 0, 0, (scm_t_subr)thread_p);
   scm_c_define_gsubr("%tcr-current-thread", 0, 0, 0, (scm_t_subr)current_tcr_thread);

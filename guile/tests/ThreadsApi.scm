@@ -119,6 +119,19 @@
              (join-thread (call-with-new-thread (lambda () (raise-exception 'obj))
                                                 (lambda (k . a) (list k a)))))
 
+;; What an uncaught error prints (to the current error port the thread inherited): the same
+;; backtrace and message as Guile's own threads print.
+(define (f x) (car x))
+(define (printed spawn join)
+  (call-with-output-string
+   (lambda (port)
+     (parameterize ((current-error-port port))
+       (join (spawn (lambda () (f 1))))))))
+(let ((guile-text (printed guile:call-with-new-thread guile:join-thread))
+      (tcr-text (printed call-with-new-thread join-thread)))
+  (check "Guile prints something for an uncaught error" (string-contains guile-text "Wrong type argument"))
+  (check-equal "an uncaught error prints as in Guile's threads" guile-text tcr-text))
+
 ;; The new thread starts with a copy of the spawner's dynamic state (fluids, parameters).
 (define p (make-parameter 'outer))
 (check-equal "dynamic state inherited, as Guile's"

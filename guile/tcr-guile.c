@@ -178,8 +178,7 @@ static SCM trampoline_body(void* data) {
 static SCM trampoline_handler(void* data, SCM key, SCM args) {
   trampoline_call* call = data;
   /* Re-raised by run_interrupts_proc, in the interrupted code, outside tcr's frames. */
-  scm_t_bits bits = SCM_UNPACK(scm_cons(key, args));
-  append_pending(call->self, SCM_PACK(bits));
+  append_pending(call->self, scm_cons(key, args));
   return SCM_UNSPECIFIED;
 }
 

@@ -245,7 +245,10 @@ static SCM run_interrupts_proc(void) {
 
 /* ---- spawning ------------------------------------------------------------------------------ */
 
-static SCM call_body(void* data) { return scm_call_0(*(SCM*)data); }
+/* The body runs with asyncs blocked until (tcr threads)'s wrapper has set up its prompt and
+ * catch and unblocks them, as Guile's own threads start (really_launch: block_asyncs++, then
+ * call-with-unblocked-asyncs inside ice-9 threads' prompt). */
+static SCM call_body(void* data) { return scm_call_with_blocked_asyncs(*(SCM*)data); }
 
 static SCM body_escaped(void* data, SCM key, SCM args) {
   (void)data;

@@ -51,10 +51,16 @@
            (when stack (display-backtrace stack err))
            (print-exception err frame key args)))))))
 
+;; The body starts with asyncs blocked (%tcr-spawn's C part calls it so, as Guile's
+;; really_launch does); they are unblocked only inside the prompt and the catch, so an interrupt
+;; that arrives at once (a cancel-thread right after the spawn, say) finds both in place.
 (define (thread-body thunk)
   (lambda ()
     (call-with-prompt cancel-tag
-      (lambda () (call-with-values (lambda () (call-with-backtrace thunk)) list))
+      (lambda ()
+        (call-with-values
+            (lambda () (call-with-unblocked-asyncs (lambda () (call-with-backtrace thunk))))
+          list))
       (lambda (k . vals) vals))))
 
 (define* (call-with-new-thread thunk #:optional handler)

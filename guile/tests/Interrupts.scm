@@ -153,6 +153,17 @@
   (thread-interrupt! t (lambda () (atomic-box-set! ran #t)))
   (check "an interrupt sent at once after the spawn ran" (join-thread t)))
 
+;; cancel-thread at once after the spawn, many times: the thread starts with asyncs blocked
+;; until its cancel prompt and catch are in place (as Guile's threads do), so the cancel always
+;; finds the prompt and the thread always ends with the values given.
+(let loop ((i 0) (bad '()))
+  (if (< i 200)
+      (let ((t (call-with-new-thread (lambda () (sleep 10) 'slept))))
+        (cancel-thread t 'cancelled i)
+        (let ((r (call-with-values (lambda () (join-thread t)) list)))
+          (loop (+ i 1) (if (equal? r (list 'cancelled i)) bad (cons r bad)))))
+      (check-equal "200 cancels at once after the spawn: each thread ends with the values" '() bad)))
+
 ;; Into a thread blocked in join-thread (a tcr wait): it runs while the join goes on.
 (let* ((stop (make-atomic-box #f))
        (ran-while-joining (make-atomic-box #f))

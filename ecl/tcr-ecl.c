@@ -38,7 +38,7 @@
  *  - ECL's SIGSEGV handler (sigsegv_handler) is installed at boot; tcr_install_fault_handlers,
  *    called after it, chains every fault that is not a tcr guard page to it, but then on tcr's
  *    alternate signal stack, where ECL runs the interrupts its env-page trap caught: so it is
- *    opt-in here (tcr:install-fault-handlers; see l_poll and ecl/README.md).
+ *    opt-in here (tcr:install-fault-handlers; see l_poll and README.md, "ECL on tcr threads").
  */
 #include <ecl/ecl.h>
 #include <gc/gc.h>
@@ -623,7 +623,7 @@ static cl_object l_current_thread_id(void)
 }
 
 /* (tcr:install-fault-handlers): tcr's SIGSEGV/SIGBUS handlers, after ECL's own (installed at
- * boot), which they chain every other fault to. Opt-in (see l_poll and ecl/README.md): a
+ * boot), which they chain every other fault to. Opt-in (see l_poll and README.md, "ECL on tcr threads"): a
  * thread's overflow into its guard page is then recovered (join: "thread overflowed its stack")
  * instead of killing the process, but ECL's env-page interrupts on tcr threads then run on tcr's
  * alternate stack. */

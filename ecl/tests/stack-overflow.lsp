@@ -34,7 +34,7 @@
   (format t "~&ECL-detected overflows: 25 threads, recursion depth at the overflow ~D..~D~%" (reduce #'min depths) (reduce #'max depths))
   (check (apply #'= depths) "same depth each time (same stack, same limits)"))
 
-;; tcr's fault handlers are opt-in (ecl/README.md): without them a guard-page hit kills the
+;; tcr's fault handlers are opt-in (README.md, "ECL on tcr threads"): without them a guard-page hit kills the
 ;; process, ECL's handler cannot run on the overflowed stack.
 (check (eq (tcr:install-fault-handlers) t) "tcr:install-fault-handlers")
 (let ((steps '()))

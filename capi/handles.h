@@ -2,6 +2,9 @@
 #pragma once
 
 #include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <limits>
 #include <cstdint>
 #include <memory>
 #include <new>
@@ -67,6 +70,27 @@ inline ThreadRef from_thread(const tcr_thread& thread) {
   const std::uintptr_t record = thread.opaque_[0];
   const std::uint64_t serial = thread.opaque_[1] ^ thread_check(record, thread.id);
   return ThreadRef::from_parts(reinterpret_cast<Tcr*>(record), thread.id, serial);
+}
+
+// The manager a call names, or BadArgument.
+#define TCR_NEED_MANAGER(m, op) \
+  if ((m) == nullptr || !(m)->manager) return bad_argument(op ": NULL tcr_manager")
+
+// A C timeout (nanoseconds, unsigned) as a C++ duration, saturated at the largest one.
+inline std::chrono::nanoseconds nanoseconds_of(std::uint64_t ns) {
+  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(ns > kMax ? kMax : ns));
+}
+
+// Output structs are versioned like option structs: the caller's .size says how much it has room
+// for (at least min_size); the library writes that much of its own, and never more.
+template <class T>
+bool write_versioned(T* given, std::size_t min_size, const T& full) {
+  if (given == nullptr || given->size < min_size) return false;
+  const std::size_t size = given->size < sizeof(T) ? given->size : sizeof(T);
+  std::memcpy(static_cast<void*>(given), &full, size);
+  given->size = size;
+  return true;
 }
 
 // Runs an entry point's body: C++ exceptions never cross into C. bad_alloc is TcrAllocate ENOMEM

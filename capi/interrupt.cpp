@@ -10,11 +10,6 @@
 namespace tcr::capi {
 namespace {
 
-std::chrono::nanoseconds nanoseconds_of(std::uint64_t ns) {
-  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-  return std::chrono::nanoseconds(static_cast<std::int64_t>(ns > kMax ? kMax : ns));
-}
-
 // What a tcr_blocking holds between TCR_BLOCKING_BEGIN and END, in the caller's frame.
 struct BlockingState {
   RegisterSet registers;

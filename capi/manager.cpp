@@ -26,11 +26,6 @@ Result<GcRegistration> registration_of(const tcr_gc_registration& gc) {
   return std::unexpected(Error{Step::BadArgument, 0, {}, nullptr, "unknown tcr_gc_registration"});
 }
 
-std::chrono::nanoseconds nanoseconds_of(std::uint64_t ns) {
-  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-  return std::chrono::nanoseconds(static_cast<std::int64_t>(ns > kMax ? kMax : ns));
-}
-
 // The C options as the C++ ones: the hooks become closures over the caller's function and data.
 Result<ManagerOptions> manager_options_of(const tcr_manager_options& c) {
   ManagerOptions o;
@@ -75,10 +70,6 @@ Result<ManagerOptions> manager_options_of(const tcr_manager_options& c) {
   }
   return o;
 }
-
-// The manager a call names, or BadArgument.
-#define TCR_NEED_MANAGER(m, op) \
-  if ((m) == nullptr || !(m)->manager) return bad_argument(op ": NULL tcr_manager")
 
 }  // namespace
 }  // namespace tcr::capi

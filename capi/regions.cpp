@@ -111,9 +111,7 @@ tcr_status tcr_listener_stats_read(tcr_listener_stats* stats) {
   full.stale = s.stale;
   full.foreign = s.foreign;
   full.attributed = s.attributed;
-  // Written as far as the caller's struct reaches (a newer library never writes past it).
-  std::memcpy(static_cast<void*>(stats), &full, stats->size < sizeof full ? stats->size : sizeof full);
-  stats->size = stats->size < sizeof full ? stats->size : sizeof full;
+  write_versioned(stats, sizeof(tcr_listener_stats), full);
   return TCR_OK;
 }
 

@@ -16,20 +16,6 @@ static_assert(TCR_STOP_SUSPENDED == static_cast<int>(StopKind::Suspended) &&
                   TCR_STOP_EXITING == static_cast<int>(StopKind::Exiting),
               "tcr_stop_kind and tcr::StopKind disagree");
 
-// Output structs are versioned like option structs: the caller's .size says how much it has room
-// for; the library writes that much of its own (and never more).
-template <class T>
-bool write_versioned(T* given, std::size_t min_size, const T& full) {
-  if (given == nullptr || given->size < min_size) return false;
-  const std::size_t size = given->size < sizeof(T) ? given->size : sizeof(T);
-  std::memcpy(static_cast<void*>(given), &full, size);
-  given->size = size;
-  return true;
-}
-
-#define TCR_NEED_MANAGER(m, op) \
-  if ((m) == nullptr || !(m)->manager) return bad_argument(op ": NULL tcr_manager")
-
 }  // namespace
 }  // namespace tcr::capi
 

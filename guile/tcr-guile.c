@@ -248,7 +248,31 @@ static SCM run_interrupts_proc(void) {
 /* The body runs with asyncs blocked until (tcr threads)'s wrapper has set up its prompt and
  * catch and unblocks them, as Guile's own threads start (really_launch: block_asyncs++, then
  * call-with-unblocked-asyncs inside ice-9 threads' prompt). */
-static SCM call_body(void* data) { return scm_call_with_blocked_asyncs(*(SCM*)data); }
+typedef struct body_call {
+  tcr_self* self;
+  SCM body;
+} body_call;
+
+/* With asyncs blocked: the thread becomes interruptible (its doorbell's address published, the
+ * trampoline willing), and what was queued before that is taken now. A doorbell rung from here
+ * on stays pending until the wrapper unblocks asyncs inside its prompt and catch, so no
+ * interrupt (a cancel-thread's abort to that prompt, say) runs before they exist: a doorbell
+ * that ran earlier found no prompt, and the cancel was lost (the thread slept on). */
+static void* start_blocked(void* data) {
+  body_call* call = data;
+  /* Guile's thread object for this thread: the doorbell's address (kept GC-visible by tcr). */
+  (void)tcr_self_set_notify_context(call->self, pointer_of(scm_current_thread()));
+  t_in_guile = 1;
+  /* Interrupts queued before the context was set rang no doorbell: take them now. */
+  if (tcr_poll() > 0 || !scm_is_null(pending_list(call->self))) {
+    scm_system_async_mark(g_run_interrupts);
+  }
+  return SCM_UNPACK_POINTER(scm_call_0(call->body));
+}
+
+static SCM call_body(void* data) {
+  return SCM_PACK_POINTER(scm_c_call_with_blocked_asyncs(start_blocked, data));
+}
 
 static SCM body_escaped(void* data, SCM key, SCM args) {
   (void)data;
@@ -281,18 +305,13 @@ static void* guile_body(void* data) {
   guile_tcr_thread* th = data_of(obj);
   tcr_thread me;
   if (tcr_current_thread(g_manager, &me) == TCR_OK) publish_handle(th, me);
-  /* Guile's thread object for this thread: the doorbell's address (kept GC-visible by tcr). */
-  (void)tcr_self_set_notify_context(self, pointer_of(scm_current_thread()));
-  t_in_guile = 1;
-  /* Interrupts queued before the context was set rang no doorbell: take them now. */
-  if (tcr_poll() > 0 || !scm_is_null(pending_list(self))) scm_system_async_mark(g_run_interrupts);
   /* The spawner's dynamic state, as Guile gives its own threads (scm_i_with_guile with
    * launch_data's dynamic_state): installed for good, the thread ends with it. */
   if (scm_is_true(th->dynamic_state)) scm_set_current_dynamic_state(th->dynamic_state);
   th->dynamic_state = SCM_BOOL_F;
-  SCM body = th->body;
+  body_call call = {self, th->body};
   th->body = SCM_BOOL_F;
-  th->result = scm_c_catch(SCM_BOOL_T, call_body, &body, body_escaped, NULL, NULL, NULL);
+  th->result = scm_c_catch(SCM_BOOL_T, call_body, &call, body_escaped, NULL, NULL, NULL);
   /* From here tcr drops what arrives (the trampoline refuses it); what it delivered already
    * runs now, so a delivered interrupt is never lost. */
   t_in_guile = 0;

@@ -221,10 +221,11 @@ TEST(Slots, TheArgumentAndTheRuntimesSlotsAreReleasedAtExitAndTheResultKeptForJo
   }, spawn);
   ASSERT_TRUE(r.has_value());
   ASSERT_TRUE(eventually([&] { return *m->exited(*r); }));
-  // The exit hooks still saw them; once the thread is gone (not yet joined) they are empty.
+  // Dead: out of the registry, after its exit hooks (exited() is true from Exiting on, before
+  // them). The hooks still saw the slots; now, the thread gone but not joined, they are empty.
+  ASSERT_TRUE(eventually([&] { return r->tcr_unchecked()->state() == TcrState::Dead; }));
   EXPECT_EQ(argument_in_hook.load(), &arg);
   EXPECT_EQ(slot_in_hook.load(), &kept);
-  ASSERT_TRUE(eventually([&] { return r->tcr_unchecked()->state() == TcrState::Dead; }));
   Tcr& record = *r->tcr_unchecked();
   EXPECT_EQ(record.argument(), nullptr);
   EXPECT_EQ(record.notify_context(), nullptr);

@@ -79,8 +79,10 @@
       (let loop ((lines '()))
         (let ((line (read-line port)))
           (if (eof-object? line) (reverse lines) (loop (cons line lines))))))))
+(define (heap-size) (assq-ref (gc-stats) 'heap-size))
 (define baseline (counts))
 (define baseline-maps (read-maps))
+(define baseline-heap (heap-size))
 (show "baseline" baseline)
 
 (define start-ns (now-ns))
@@ -104,19 +106,27 @@
         (if (or (and (<= (count-of c 'fds) (count-of baseline 'fds))
                      (<= (count-of c 'pidfds) (count-of baseline 'pidfds))
                      (<= (count-of c 'threads) (count-of baseline 'threads))
-                     (<= (count-of c 'maps) (count-of baseline 'maps))
+                     (<= (count-of c 'maps) (+ (count-of baseline 'maps) (if (> (heap-size) baseline-heap) 2 0)))
                      (<= (count-of c 'rss-kb) (+ (count-of baseline 'rss-kb) 4096)))
                 (> (now-ns) deadline))
             c
             (begin (usleep 50000) (loop)))))))
 (show "after" final)
+;; Boehm grows its heap in sections, each a mapping of its own, when the collector sees fit (CI
+;; once saw one 1.3 MiB section more after 100,000 threads): a mapping more is the collector's
+;; only if its heap grew, and then at most two. A per-thread leak would be thousands.
+(define heap-grew (> (heap-size) baseline-heap))
+(format #t "Boehm heap: ~a KiB at the baseline, ~a KiB now~%" (quotient baseline-heap 1024)
+        (quotient (heap-size) 1024))
+(define maps-slack (if heap-grew 2 0))
 (for-each (lambda (key)
             (check-equal (format #f "~a back at the baseline" key)
                          (count-of baseline key) (count-of final key)))
           '(fds pidfds threads))
-(check (format #f "maps not above the baseline (~a, baseline ~a)" (count-of final 'maps)
-               (count-of baseline 'maps))
-       (<= (count-of final 'maps) (count-of baseline 'maps)))
+(check (format #f "maps not above the baseline (~a, baseline ~a, ~a more allowed: the heap ~a)"
+               (count-of final 'maps) (count-of baseline 'maps) maps-slack
+               (if heap-grew "grew" "did not grow"))
+       (<= (count-of final 'maps) (+ (count-of baseline 'maps) maps-slack)))
 (when (> (count-of final 'maps) (count-of baseline 'maps))
  (let ((now (read-maps)))
   (for-each (lambda (line) (unless (member line baseline-maps) (format #t "  new mapping: ~a~%" line)))

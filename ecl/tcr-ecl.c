@@ -646,6 +646,27 @@ static cl_object l_gc_heap(void)
                            ecl_make_unsigned_integer(heap - free_bytes - unmapped)));
 }
 
+/* For the tests: unbounded recursion in plain C frames that allocate nothing and take no lock,
+ * so the overflow reaches tcr's guard page at a point that holds nothing. A Lisp recursion with
+ * ECL's check off may instead hit the guard page inside Boehm (ECL grows its Lisp stack from the
+ * GC heap), and abandoning those frames leaves Boehm's lock held: the thread's exit hook then
+ * waited in GC_free for ever (seen once under load). */
+static volatile size_t g_never = SIZE_MAX;
+__attribute__((noinline)) static size_t recurse_in_c(size_t depth)
+{
+  volatile char frame[1024];
+  frame[0] = (char)depth;
+  frame[sizeof frame - 1] = (char)depth;
+  if (depth >= g_never) return (size_t)frame[0];
+  return recurse_in_c(depth + 1) + (size_t)frame[sizeof frame - 1];
+}
+
+static cl_object l_overflow_c_stack(void)
+{
+  cl_env_ptr env = ecl_process_env();
+  ecl_return1(env, ecl_make_unsigned_integer(recurse_in_c(0)));
+}
+
 static cl_object l_deferred_polls(void)
 {
   cl_env_ptr env = ecl_process_env();
@@ -727,6 +748,7 @@ static void initialize(void)
   ecl_def_c_function(sym("MONOTONIC-NS", "TCR"), (cl_objectfn_fixed)l_monotonic_ns, 0);
   ecl_def_c_function(sym("INSTALL-FAULT-HANDLERS", "TCR"), (cl_objectfn_fixed)l_install_fault_handlers, 0);
   ecl_def_c_function(sym("DEFERRED-POLLS", "TCR"), (cl_objectfn_fixed)l_deferred_polls, 0);
+  ecl_def_c_function(sym("%OVERFLOW-C-STACK", "TCR"), (cl_objectfn_fixed)l_overflow_c_stack, 0);
   ecl_def_c_function(sym("GC-HEAP", "TCR"), (cl_objectfn_fixed)l_gc_heap, 0);
   g_poll_fn = cl_fdefinition(sym("%POLL", "TCR"));
   ecl_register_root(&g_poll_fn);

@@ -1,8 +1,9 @@
 ;;; ecl.StackOverflow: unbounded recursion on tcr threads.
 ;;; 1. ECL's own C-stack check (limits set from the tcr stack by the start hook): the overflow is
 ;;;    an EXT:STACK-OVERFLOW caught by a handler-case in the thread, which goes on running.
-;;; 2. With the ECL check off (tcr:*stack-check* nil at spawn) the recursion reaches tcr's guard
-;;;    page: tcr's fault handler (tcr:install-fault-handlers, opt-in) recovers the thread, the exit hook releases it from ECL, and
+;;; 2. With the ECL check off (tcr:*stack-check* nil at spawn) a recursion in plain C frames
+;;;    (tcr::%overflow-c-stack: a Lisp one could hit the guard page inside Boehm, holding its
+;;;    lock, which no recovery can give back) reaches tcr's guard page: tcr's fault handler (tcr:install-fault-handlers, opt-in) recovers the thread, the exit hook releases it from ECL, and
 ;;;    tcr:process-join signals TCR:THREAD-ERROR "thread overflowed its stack".
 ;;; Both at least 20 times in a row, then normal threads (reused stacks and records import again).
 (load (merge-pathnames "common.lsp" *load-truename*))
@@ -39,7 +40,7 @@
 (check (eq (tcr:install-fault-handlers) t) "tcr:install-fault-handlers")
 (let ((steps '()))
   (dotimes (i 25)
-    (let ((th (let ((tcr:*stack-check* nil)) (tcr:process-run-function (format nil "guard-overflow-~D" i) (lambda () (deep 0))))))
+    (let ((th (let ((tcr:*stack-check* nil)) (tcr:process-run-function (format nil "guard-overflow-~D" i) #'tcr::%overflow-c-stack))))
       (handler-case (progn (tcr:process-join th) (push :no-error steps))
         (tcr:thread-error (c) (push (tcr:thread-error-step c) steps)
           (when (= i 0) (format t "~&guard page overflow: ~A~%" c))))))

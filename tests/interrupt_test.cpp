@@ -23,16 +23,7 @@ namespace {
 using namespace std::chrono_literals;
 using test::eventually;
 using test::make_manager;
-
-// Spawns a thread that calls poll() until `stop`.
-ThreadRef spawn_poller(ThreadManager& m, std::atomic<bool>& stop) {
-  Result<ThreadRef> r = m.spawn("poller", [&stop](Tcr&) -> void* {
-    while (!stop.load()) ThreadManager::poll();
-    return nullptr;
-  });
-  EXPECT_TRUE(r.has_value());
-  return r ? *r : ThreadRef{};
-}
+using test::spawn_poller;
 
 TEST(Interrupt, ClosuresRunOnTheTargetInFifoOrderAtPoll) {
   auto m = make_manager();

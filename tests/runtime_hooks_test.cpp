@@ -21,6 +21,7 @@ namespace {
 using namespace std::chrono_literals;
 using test::eventually;
 using test::make_manager;
+using test::spawn_poller;
 
 TEST(StartHooks, RunInOrderOnTheNewThreadBeforeItsFunction) {
   std::vector<std::string> seen;  // written by the one thread, read after join
@@ -394,19 +395,16 @@ TEST(InterruptTrampoline, EveryClosureRunsInsideItOnTheTarget) {
   };
   auto m = make_manager(std::move(options));
   std::atomic<bool> stop{false};
-  Result<ThreadRef> r = m->spawn("target", [&](Tcr&) -> void* {
-    while (!stop.load()) ThreadManager::poll();
-    return nullptr;
-  });
-  ASSERT_TRUE(r.has_value());
+  const ThreadRef target = spawn_poller(*m, stop);
+  ASSERT_TRUE(target.valid());
   std::atomic<int> inside{0}, outside{0};
   for (int i = 0; i < 10; ++i) {
-    Result<InterruptTicket> t = m->interrupt(*r, [&](Tcr&) { ++(t_in_trampoline ? inside : outside); });
+    Result<InterruptTicket> t = m->interrupt(target, [&](Tcr&) { ++(t_in_trampoline ? inside : outside); });
     ASSERT_TRUE(t.has_value());
     ASSERT_TRUE(t->wait().has_value());
   }
   stop = true;
-  ASSERT_TRUE(m->join(*r).has_value());
+  ASSERT_TRUE(m->join(target).has_value());
   EXPECT_EQ(inside.load(), 10);
   EXPECT_EQ(outside.load(), 0);
   EXPECT_EQ(trampolines.load(), 10);
@@ -417,19 +415,16 @@ TEST(InterruptTrampoline, OneThatNeverRunsTheClosureLeavesItUndelivered) {
   options.interrupt_trampoline = [](Tcr&, void (*)(void*), void*) {};
   auto m = make_manager(std::move(options));
   std::atomic<bool> stop{false};
-  Result<ThreadRef> r = m->spawn("target", [&](Tcr&) -> void* {
-    while (!stop.load()) ThreadManager::poll();
-    return nullptr;
-  });
-  ASSERT_TRUE(r.has_value());
+  const ThreadRef target = spawn_poller(*m, stop);
+  ASSERT_TRUE(target.valid());
   std::atomic<int> ran{0};
-  Result<InterruptTicket> t = m->interrupt(*r, [&](Tcr&) { ++ran; });
+  Result<InterruptTicket> t = m->interrupt(target, [&](Tcr&) { ++ran; });
   ASSERT_TRUE(t.has_value());
   Result<void> waited = t->wait();
   EXPECT_EQ(t->outcome(), InterruptOutcome::Undelivered);
   EXPECT_FALSE(waited.has_value());
   stop = true;
-  ASSERT_TRUE(m->join(*r).has_value());
+  ASSERT_TRUE(m->join(target).has_value());
   EXPECT_EQ(ran.load(), 0);
 }
 
@@ -442,16 +437,13 @@ TEST(InterruptTrampoline, AClosureThatThrowsIsCaughtInsideRun) {
   };
   auto m = make_manager(std::move(options));
   std::atomic<bool> stop{false};
-  Result<ThreadRef> r = m->spawn("target", [&](Tcr&) -> void* {
-    while (!stop.load()) ThreadManager::poll();
-    return nullptr;
-  });
-  ASSERT_TRUE(r.has_value());
-  Result<InterruptTicket> t = m->interrupt(*r, [](Tcr&) { throw std::runtime_error("closure"); });
+  const ThreadRef target = spawn_poller(*m, stop);
+  ASSERT_TRUE(target.valid());
+  Result<InterruptTicket> t = m->interrupt(target, [](Tcr&) { throw std::runtime_error("closure"); });
   ASSERT_TRUE(t.has_value());
   (void)t->wait();
   stop = true;
-  ASSERT_TRUE(m->join(*r).has_value());
+  ASSERT_TRUE(m->join(target).has_value());
   EXPECT_EQ(returned_from_run.load(), 1);
 }
 
@@ -476,24 +468,21 @@ TEST(InterruptClosures, AreDestroyedOutsideTcrsLocksWhenRunAndWhenDropped) {
   auto m = make_manager();
   auto destroyed = std::make_shared<std::atomic<int>>(0);
   std::atomic<bool> stop{false};
-  Result<ThreadRef> r = m->spawn("target", [&](Tcr&) -> void* {
-    while (!stop.load()) ThreadManager::poll();
-    return nullptr;
-  });
-  ASSERT_TRUE(r.has_value());
+  const ThreadRef target = spawn_poller(*m, stop);
+  ASSERT_TRUE(target.valid());
   {
     CallsBackOnDestruction capture(m.get(), destroyed);
-    Result<InterruptTicket> t = m->interrupt(*r, [capture](Tcr&) {});
+    Result<InterruptTicket> t = m->interrupt(target, [capture](Tcr&) {});
     ASSERT_TRUE(t.has_value());
     ASSERT_TRUE(t->wait().has_value());
   }
   ASSERT_TRUE(eventually([&] { return destroyed->load() >= 1; }));
   stop = true;
-  ASSERT_TRUE(m->join(*r).has_value());
+  ASSERT_TRUE(m->join(target).has_value());
   const int before = destroyed->load();
   {
     CallsBackOnDestruction capture(m.get(), destroyed);
-    Result<InterruptTicket> t = m->interrupt(*r, [capture](Tcr&) {});  // joined: dropped
+    Result<InterruptTicket> t = m->interrupt(target, [capture](Tcr&) {});  // joined: dropped
     ASSERT_TRUE(t.has_value());
     EXPECT_EQ(t->outcome(), InterruptOutcome::Undelivered);
   }

@@ -39,6 +39,17 @@ inline std::unique_ptr<ThreadManager> make_manager(ManagerOptions options = {}) 
 
 inline std::string describe(const Error& e) { return e.message(); }
 
+// Spawns a thread that calls poll() until `stop`; an empty ref (and a failed expectation) if the
+// spawn failed.
+inline ThreadRef spawn_poller(ThreadManager& m, std::atomic<bool>& stop) {
+  Result<ThreadRef> r = m.spawn("poller", [&stop](Tcr&) -> void* {
+    while (!stop.load()) ThreadManager::poll();
+    return nullptr;
+  });
+  EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().message());
+  return r ? *r : ThreadRef{};
+}
+
 // Polls `done` until it holds or `limit` passes; a bound, not a timing assertion.
 inline bool eventually(const std::function<bool()>& done,
                        std::chrono::milliseconds limit = std::chrono::seconds(10)) {

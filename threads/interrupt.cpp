@@ -100,6 +100,19 @@ void InterruptMailbox::open(bool direct) {
 
 namespace {
 
+// What a trampoline's `run` is handed: the closure runs on the first call, never again.
+struct TrampolineCall {
+  ThreadRecord& t;
+  detail::InterruptState& st;
+  bool& ran;
+  static void run_once(void* p) {
+    TrampolineCall& c = *static_cast<TrampolineCall*>(p);
+    if (c.ran) return;
+    c.ran = true;
+    ManagerCore::run_interrupt_closure(c.st.fn, c.t);
+  }
+};
+
 // Runs one closure on its thread. It counts as delivered once it has run, also when it throws
 // (logged, whatever it threw) or unwinds the thread (pthread_exit: the unwinding goes on after
 // the outcome is set).
@@ -124,22 +137,12 @@ void run_one(ThreadRecord& t, detail::InterruptState& st) {
   }
   // Through the runtime's trampoline, which calls `run` inside its own error handler; a
   // closure that throws is caught inside `run`, so nothing C++ unwinds through the runtime's
-  // frames.
-  struct Call {
-    ThreadRecord& t;
-    detail::InterruptState& st;
-    bool& ran;
-  } call{t, st, settle.ran};
+  // frames. The trampoline itself is run as a closure is (what it throws is logged).
+  TrampolineCall call{t, st, settle.ran};
   settle.ran = false;
-  ManagerCore::run_trampoline(
-      trampoline, t,
-      [](void* p) {
-        Call& c = *static_cast<Call*>(p);
-        if (c.ran) return;  // once only
-        c.ran = true;
-        ManagerCore::run_interrupt_closure(c.st.fn, c.t);
-      },
-      &call);
+  // Two references: std::function keeps them in place, allocating nothing.
+  ManagerCore::run_interrupt_closure(
+      [&trampoline, &call](Tcr& self) { trampoline(self, &TrampolineCall::run_once, &call); }, t);
 }
 
 // Marks the thread as running its closures for as long as the scope lasts, also when a closure
@@ -207,18 +210,12 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
   if (!found && found.error().step != Step::StaleThread) return std::unexpected(found.error());
   ThreadRecord* t = record(ref.m_tcr);
   const TcrState state = found ? t->state() : TcrState::Dead;
-  // An undelivered closure is settled, and so destroyed, outside every lock: its captures may
-  // be the caller's (the C API's release callback), which must not run under tcr's locks.
-  if (state != TcrState::Running && state != TcrState::Exiting) {
-    lock.unlock();
-    st->settle(InterruptOutcome::Undelivered);
-    return ticket;
-  }
+  // Closed: not running, or past its last safe point (its mailbox closed).
+  bool closed = state != TcrState::Running && state != TcrState::Exiting;
   void* notify_context = nullptr;
-  bool closed = false;
-  {
+  if (!closed) {
     MailboxLock mailbox(t->run.mailbox);
-    closed = !t->run.mailbox.is_open;  // past its last safe point
+    closed = !t->run.mailbox.is_open;
     if (!closed) {
       try {
         t->run.mailbox.queue.push_back(st);
@@ -239,6 +236,8 @@ Result<InterruptTicket> ThreadManager::interrupt(ThreadRef ref, InterruptFunctio
     }
   }
   if (closed) {
+    // Settled, and so destroyed, outside every lock: the closure's captures may be the caller's
+    // (the C API's release callback), which must not run under tcr's locks.
     lock.unlock();
     st->settle(InterruptOutcome::Undelivered);
     return ticket;

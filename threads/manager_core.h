@@ -131,8 +131,6 @@ class ManagerCore {
   // Runs one interrupt closure; whatever it throws is logged and ignored (nothing escapes into
   // the safe point that ran it). pthread_exit inside it unwinds on.
   static void run_interrupt_closure(const InterruptFunction& fn, ThreadRecord& t);
-  static void run_trampoline(const InterruptTrampoline& trampoline, ThreadRecord& t,
-                             void (*run)(void*), void* closure);
   // Inside a catch block: "'what()'" for a std::exception, else "a non-standard exception".
   static std::string describe_current_exception();
 

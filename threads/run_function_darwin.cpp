@@ -37,14 +37,4 @@ void ManagerCore::run_interrupt_closure(const InterruptFunction& fn, ThreadRecor
   }
 }
 
-void ManagerCore::run_trampoline(const InterruptTrampoline& trampoline, ThreadRecord& t,
-                                 void (*run)(void*), void* closure) {
-  try {
-    trampoline(t, run, closure);
-  } catch (...) {
-    log::warn("thread #{} '{}': interrupt trampoline threw {}", t.run.id, t.run.name,
-              describe_current_exception());
-  }
-}
-
 }  // namespace tcr

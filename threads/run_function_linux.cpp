@@ -57,16 +57,4 @@ __attribute__((no_sanitize("null"))) void ManagerCore::run_interrupt_closure(
   }
 }
 
-__attribute__((no_sanitize("null"))) void ManagerCore::run_trampoline(
-    const InterruptTrampoline& trampoline, ThreadRecord& t, void (*run)(void*), void* closure) {
-  try {
-    trampoline(t, run, closure);
-  } catch (abi::__forced_unwind&) {
-    throw;  // pthread_exit inside the trampoline: as for a closure
-  } catch (...) {
-    log::warn("thread #{} '{}': interrupt trampoline threw {}", t.run.id, t.run.name,
-              describe_current_exception());
-  }
-}
-
 }  // namespace tcr

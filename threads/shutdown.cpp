@@ -20,16 +20,6 @@ namespace tcr {
 
 namespace {
 
-// The thread's last safe point: interrupts queued before now run here, on this thread, and the
-// mailbox closes, so a later interrupt() settles Undelivered(ThreadExited) at once instead of
-// waiting for a thread that will never poll again (seed 000: the message in flight while its
-// target exits is neither lost nor run elsewhere). The runtime's exit hooks run next, while the
-// thread is still fully itself: registered with the GC (hooks may allocate), reachable by
-// signals and still in the registry. The result is published first, into a GC-visible slot, so
-// a GC pointer returned by the thread stays alive until join reads it, even if a closure or hook
-// unwinds the thread. A closure or hook may itself stop the world and not resume it: that stop
-// is released after them (unregister_from_gc would otherwise wait in Boehm for the lock this
-// thread holds). Then the slots are cleared (clear_slots).
 // The slots the thread kept (its argument, its notify context, the runtime's), released at its
 // exit rather than when it is reaped: a thread nobody joins for a while must not keep the
 // objects it pointed to alive. The result slot stays, GC-visible, until join hands it over.
@@ -42,6 +32,16 @@ void clear_slots(ThreadRecord& t) {
   for (std::size_t i = 0; i < Tcr::kSlots; ++i) t.slot(i) = nullptr;
 }
 
+// The thread's last safe point: interrupts queued before now run here, on this thread, and the
+// mailbox closes, so a later interrupt() settles Undelivered(ThreadExited) at once instead of
+// waiting for a thread that will never poll again (seed 000: the message in flight while its
+// target exits is neither lost nor run elsewhere). The runtime's exit hooks run next, while the
+// thread is still fully itself: registered with the GC (hooks may allocate), reachable by
+// signals and still in the registry. The result is published first, into a GC-visible slot, so
+// a GC pointer returned by the thread stays alive until join reads it, even if a closure or hook
+// unwinds the thread. A closure or hook may itself stop the world and not resume it: that stop
+// is released after them (unregister_from_gc would otherwise wait in Boehm for the lock this
+// thread holds). Then the slots are cleared (clear_slots).
 void run_last_safe_point(ThreadRecord& t, void* result) {
   t.result_slot() = result;
   detail::drain_interrupts_at_exit(t);

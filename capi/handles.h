@@ -83,14 +83,17 @@ inline std::chrono::nanoseconds nanoseconds_of(std::uint64_t ns) {
 }
 
 // Output structs are versioned like option structs: the caller's .size says how much it has room
-// for (at least min_size); the library writes that much of its own, and never more.
+// for, at least min_size (the first version's); the library writes that much of its own, and
+// never more. Checked first (output_fits), before any work is done for the caller.
 template <class T>
-bool write_versioned(T* given, std::size_t min_size, const T& full) {
-  if (given == nullptr || given->size < min_size) return false;
+bool output_fits(const T* given, std::size_t min_size) {
+  return given != nullptr && given->size >= min_size;
+}
+template <class T>
+void write_versioned(T* given, const T& full) {
   const std::size_t size = given->size < sizeof(T) ? given->size : sizeof(T);
   std::memcpy(static_cast<void*>(given), &full, size);
   given->size = size;
-  return true;
 }
 
 // Runs an entry point's body: C++ exceptions never cross into C. bad_alloc is TcrAllocate ENOMEM

@@ -1,6 +1,4 @@
 // tcr.h's process-interrupt, safe points, semaphores and blocking regions.
-#include <chrono>
-#include <limits>
 #include <new>
 
 #include "capi/handles.h"
@@ -41,40 +39,49 @@ extern "C" {
 
 tcr_status tcr_interrupt_owned(tcr_manager* manager, tcr_thread thread, tcr_interrupt_fn fn,
                                void* data, void (*release)(void* data), tcr_ticket** ticket) {
-  // A refused call releases the data before it records its error, so that a release which
-  // itself calls tcr leaves the caller this call's error to read.
-  const char* refused = manager == nullptr || !manager->manager ? "tcr_interrupt: NULL tcr_manager"
-                        : fn == nullptr                         ? "tcr_interrupt: NULL function"
-                                                                : nullptr;
-  if (refused != nullptr) {
+  // Every way out of this call that queues nothing releases the data before it records its
+  // error, so that a release which itself calls tcr leaves the caller this call's error to read.
+  auto refuse = [&](tcr_status (*report)(const char*), const char* what) {
     if (release != nullptr) release(data);
-    return bad_argument(refused);
+    return report(what);
+  };
+  constexpr auto out_of_memory = [](const char* what) {
+    return fail_with(Error{Step::TcrAllocate, ENOMEM, {}, nullptr, what});
+  };
+  if (manager == nullptr || !manager->manager) {
+    return refuse(bad_argument, "tcr_interrupt: NULL tcr_manager");
   }
-  // From here data is owned: the closure's run, its drop, and every exit release it once.
+  if (fn == nullptr) return refuse(bad_argument, "tcr_interrupt: NULL function");
+  // The ticket's box first: once the closure is queued nothing may fail.
+  std::unique_ptr<tcr_ticket> box;
+  if (ticket != nullptr) {
+    box.reset(new (std::nothrow) tcr_ticket);
+    if (!box) return refuse(out_of_memory, "tcr_interrupt");
+  }
+  // Queues the closure; on an error the closure (and with it an owned data's last reference)
+  // is gone before the error is recorded.
+  auto queue = [&](auto closure) {
+    return guarded("tcr_interrupt", [&] {
+      Result<InterruptTicket> t =
+          manager->manager->interrupt(from_thread(thread), std::move(closure));
+      if (!t) return fail_with(t.error());
+      if (ticket != nullptr) {
+        box->ticket.emplace(std::move(*t));
+        *ticket = box.release();
+      }
+      return TCR_OK;
+    });
+  };
+  // Nothing to release: the closure holds two words (no allocation for it).
+  if (release == nullptr) return queue([fn, data](Tcr& self) { fn(to_self(self), data); });
+  // Owned from here: the closure holds the only reference, dropped after it ran or undelivered.
   std::shared_ptr<OwnedData> owned;
   try {
     owned = std::make_shared<OwnedData>(data, release);
   } catch (const std::bad_alloc&) {
-    if (release != nullptr) release(data);
-    return fail_with(Error{Step::TcrAllocate, ENOMEM, {}, nullptr, "tcr_interrupt"});
+    return refuse(out_of_memory, "tcr_interrupt");
   }
-  return guarded("tcr_interrupt", [&] {
-    // The ticket's box first: once the closure is queued nothing may fail.
-    std::unique_ptr<tcr_ticket> box;
-    if (ticket != nullptr) box.reset(new tcr_ticket);
-    // The closure holds the only other reference: it is dropped after it ran, or undelivered.
-    Result<InterruptTicket> t = manager->manager->interrupt(
-        from_thread(thread), [fn, owned](Tcr& self) { fn(to_self(self), owned->data); });
-    if (!t) {
-      owned.reset();  // the last reference: released now, before the error is recorded
-      return fail_with(t.error());
-    }
-    if (ticket != nullptr) {
-      box->ticket.emplace(std::move(*t));
-      *ticket = box.release();
-    }
-    return TCR_OK;
-  });
+  return queue([fn, owned = std::move(owned)](Tcr& self) { fn(to_self(self), owned->data); });
 }
 
 tcr_status tcr_interrupt(tcr_manager* manager, tcr_thread thread, tcr_interrupt_fn fn, void* data,

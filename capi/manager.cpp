@@ -2,7 +2,6 @@
 // entry point checks its arguments, calls the C++ API and turns its Error into a status.
 #include <chrono>
 #include <cstring>
-#include <limits>
 #include <string_view>
 
 #include "capi/handles.h"

@@ -1,6 +1,4 @@
 // tcr.h's GC traps: protected regions (dirty-page tracking) and the fault handlers.
-#include <cstring>
-
 #include "capi/handles.h"
 #include "exceptions/fault_signals.h"
 #include "exceptions/listener.h"
@@ -99,7 +97,7 @@ tcr_status tcr_install_fault_handlers(void) {
 int tcr_fault_handlers_installed(void) { return fault_handlers_installed() ? 1 : 0; }
 
 tcr_status tcr_listener_stats_read(tcr_listener_stats* stats) {
-  if (stats == nullptr || stats->size < sizeof(tcr_listener_stats)) {
+  if (!output_fits(stats, sizeof(tcr_listener_stats))) {
     return bad_argument("tcr_listener_stats_read: NULL stats, or stats.size too small");
   }
   const ListenerStats s = ExceptionListener::instance().stats();
@@ -111,7 +109,7 @@ tcr_status tcr_listener_stats_read(tcr_listener_stats* stats) {
   full.stale = s.stale;
   full.foreign = s.foreign;
   full.attributed = s.attributed;
-  write_versioned(stats, sizeof(tcr_listener_stats), full);
+  write_versioned(stats, full);
   return TCR_OK;
 }
 

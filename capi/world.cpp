@@ -103,6 +103,9 @@ tcr_status tcr_for_each(const tcr_manager* manager, void (*fn)(const tcr_self* s
 
 tcr_status tcr_manager_stats(const tcr_manager* manager, tcr_stats* stats) {
   TCR_NEED_MANAGER(manager, "tcr_manager_stats");
+  if (!output_fits(stats, sizeof(tcr_stats))) {
+    return bad_argument("tcr_manager_stats: NULL stats, or stats.size too small");
+  }
   const ManagerStats s = manager->manager->stats();
   tcr_stats full{};
   full.size = sizeof full;
@@ -115,14 +118,12 @@ tcr_status tcr_manager_stats(const tcr_manager* manager, tcr_stats* stats) {
   full.free_records = s.free_records;
   full.cached_stacks = s.cached_stacks;
   full.extra_handles_closed = s.extra_handles_closed;
-  if (!write_versioned(stats, sizeof(tcr_stats), full)) {
-    return bad_argument("tcr_manager_stats: NULL stats, or stats.size too small");
-  }
+  write_versioned(stats, full);
   return TCR_OK;
 }
 
 tcr_status tcr_resource_counts_read(tcr_resource_counts* counts) {
-  if (counts == nullptr || counts->size < sizeof(tcr_resource_counts)) {
+  if (!output_fits(counts, sizeof(tcr_resource_counts))) {
     return bad_argument("tcr_resource_counts_read: NULL counts, or counts.size too small");
   }
   return guarded("tcr_resource_counts_read", [&] {
@@ -134,7 +135,7 @@ tcr_status tcr_resource_counts_read(tcr_resource_counts* counts) {
     full.maps = c.maps;
     full.threads = c.threads;
     full.rss_kb = c.rss_kb;
-    write_versioned(counts, sizeof(tcr_resource_counts), full);
+    write_versioned(counts, full);
     return TCR_OK;
   });
 }

@@ -131,6 +131,10 @@ class ManagerCore {
   // Runs one interrupt closure; whatever it throws is logged and ignored (nothing escapes into
   // the safe point that ran it). pthread_exit inside it unwinds on.
   static void run_interrupt_closure(const InterruptFunction& fn, ThreadRecord& t);
+  // Where a forced unwind (pthread_exit, cancellation) landed on the thread's own stack: the
+  // frames it removed, all below the caller's, are forgotten by the sanitizer (a no-op unless
+  // built with ASan; threads/run_function_linux.cpp).
+  static void forget_unwound_frames(const ThreadRecord& t);
   // Inside a catch block: "'what()'" for a std::exception, else "a non-standard exception".
   static std::string describe_current_exception();
 

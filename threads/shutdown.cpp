@@ -154,7 +154,9 @@ struct ExitUnwind {
   int cancel_state;
   bool done = false;
   ~ExitUnwind() {
-    if (!done) ManagerCore::finish_shutdown(t, cancel_state);
+    if (done) return;
+    ManagerCore::forget_unwound_frames(t);
+    ManagerCore::finish_shutdown(t, cancel_state);
   }
 };
 

@@ -153,10 +153,10 @@ TEST(AltStack, NothingLeaksAfterManyThreads) {
   };
   churn(200);  // warm-up: the stack cache and allocator arenas fill before the baseline
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   churn(kThreads);
   RecordProperty("threads", kThreads);
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
 }
 
 // ---- chaining (each in a fresh process: the handlers are per process) ---------------------------
@@ -461,7 +461,7 @@ TEST(ExceptionsFaults, SigaltstackFailureFailsTheSpawnAndLeaksNothing) {
   m->trim();
   std::thread([] {}).join();  // glibc keeps a joined thread's stack cached: warm that up too
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   {
     os::ScopedFault fault(os::Call::Sigaltstack, 1, ENOMEM);
     Result<ThreadRef> t = m->spawn("no-alt", [](Tcr&) -> void* { return nullptr; });
@@ -478,14 +478,14 @@ TEST(ExceptionsFaults, SigaltstackFailureFailsTheSpawnAndLeaksNothing) {
   m->trim();
   ASSERT_TRUE(m->join(*m->spawn("after", [](Tcr&) -> void* { return nullptr; })));
   m->trim();
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
 }
 
 TEST(ExceptionsFaults, AnAdoptedThreadsAlternateStackMapFailingLeaksNothing) {
   auto m = test::make_manager();
   std::thread([] {}).join();
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   for (os::Call call : {os::Call::Mmap, os::Call::Mprotect}) {
     std::thread foreign([&] {
       os::ScopedFault fault(call, 1, ENOMEM);
@@ -496,7 +496,7 @@ TEST(ExceptionsFaults, AnAdoptedThreadsAlternateStackMapFailingLeaksNothing) {
     });
     foreign.join();
   }
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
 }
 
 // The tid index is mapped at the process's first ThreadManager::create: in a fresh process, a
@@ -532,7 +532,7 @@ TEST(ExceptionsFaults, AFailedTidIndexLeavesListenerFaultsUnattributed) {
 TEST(ExceptionsFaults, RefusedUserfaultfdFallsBackToSignalOrFailsWhenStrict) {
   char* mem = map_pages(4);
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   {
     os::ScopedFault fault(os::Call::Userfaultfd, 1, EPERM, 100);
     auto strict = ProtectedRegion::create(mem, 4 * page(), {TrapMode::Listener, false});
@@ -546,7 +546,7 @@ TEST(ExceptionsFaults, RefusedUserfaultfdFallsBackToSignalOrFailsWhenStrict) {
     mem[page()] = 1;
     EXPECT_EQ(*lenient->collect_dirty(), std::vector<std::size_t>{1});
   }
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
 }
 
 TEST(ExceptionsFaults, EpermOnTheFullUserfaultfdRetriesUserModeOnly) {
@@ -577,7 +577,7 @@ TEST(ExceptionsFaults, EachUserfaultfdStepThatFailsIsNamedAndLeaksNothing) {
       {os::Call::PagemapScan, 1, TrapMode::Async, Step::PagemapScan},
   };
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   for (const Case& c : cases) {
     os::ScopedFault fault(c.call, c.nth, EIO);
     auto r = ProtectedRegion::create(mem, 4 * page(), {c.mode, false});
@@ -586,13 +586,13 @@ TEST(ExceptionsFaults, EachUserfaultfdStepThatFailsIsNamedAndLeaksNothing) {
     EXPECT_NE(r.error().message().find(std::string(to_string(c.step))), std::string::npos)
         << r.error().message();
   }
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
   // Opened for good now; the register step of a region fails on its own.
   for (TrapMode mode : {TrapMode::Listener, TrapMode::Async}) {
     auto warm = region_in(mode, mem, 4);
     ASSERT_TRUE(warm);
     warm.reset();
-    const ResourceCounts opened = ledger.snapshot();
+    const ResourceCounts opened = test::settled(ledger);
     {
       os::ScopedFault fault(os::Call::UffdIoctl, 1, ENOMEM);
       auto r = ProtectedRegion::create(mem, 4 * page(), {mode, false});
@@ -602,7 +602,7 @@ TEST(ExceptionsFaults, EachUserfaultfdStepThatFailsIsNamedAndLeaksNothing) {
     auto again = region_in(mode, mem, 4);  // the failed one left no table entry behind
     ASSERT_TRUE(again);
     again.reset();  // registered, the range is a mapping of its own (its flags differ)
-    test::expect_no_leak(opened, ledger.snapshot());
+    test::expect_no_leak(opened, test::settled(ledger));
   }
 }
 

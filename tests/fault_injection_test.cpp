@@ -43,7 +43,7 @@ TEST_P(SpawnFault, NamesTheStepLeaksNothingAndTheManagerRecovers) {
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(m->join(*m->spawn("warm", [](Tcr&) { return nullptr; })));
   m->trim();  // no cached stack: the failing spawn must map one, and give it back on failure
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   const ManagerStats stats_before = m->stats();
   {
     os::ScopedFault fault(f.call, 1, f.err);
@@ -59,7 +59,7 @@ TEST_P(SpawnFault, NamesTheStepLeaksNothingAndTheManagerRecovers) {
         << t.error().message();
     EXPECT_FALSE(ran);
   }
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
   const ManagerStats s = m->stats();
   EXPECT_EQ(s.cached_stacks, 0u);  // the failed spawn's stack was unmapped, not cached
   EXPECT_EQ(s.live, 0u);
@@ -100,7 +100,7 @@ TEST_P(AdoptFault, NamesTheStepLeaksNothingAndTheThreadCanRetry) {
     ASSERT_EQ(::sigaltstack(&mine, nullptr), 0);
     stack_t before_alt{};
     ASSERT_EQ(::sigaltstack(nullptr, &before_alt), 0);
-    const ResourceCounts before = ledger.snapshot();
+    const ResourceCounts before = test::settled(ledger);
     {
       os::ScopedFault fault(f.call, 1, f.err);
       Result<Tcr*> t = m->adopt_current_thread("callback");
@@ -113,7 +113,7 @@ TEST_P(AdoptFault, NamesTheStepLeaksNothingAndTheThreadCanRetry) {
     ASSERT_EQ(::sigaltstack(nullptr, &after_alt), 0);
     EXPECT_TRUE(same_alt_stack(before_alt, after_alt))
         << "the failed adoption left the alternate stack at " << after_alt.ss_sp;
-    test::expect_no_leak(before, ledger.snapshot());
+    test::expect_no_leak(before, test::settled(ledger));
     Result<Tcr*> retry = m->adopt_current_thread("callback");
     ASSERT_TRUE(retry) << retry.error().message();
     ASSERT_TRUE(m->release_current_thread());
@@ -142,7 +142,7 @@ TEST(SpawnFaultUnderLoad, EveryTenthSpawnFailsAndNothingLeaks) {
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(m->join(*m->spawn("warm", [](Tcr&) { return nullptr; })));
   m->trim();
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   const os::Call calls[] = {os::Call::Mmap, os::Call::Mprotect, os::Call::PthreadCreate,
                             os::Call::PidfdOpen, os::Call::GcRegister};
   int failures = 0;
@@ -161,7 +161,7 @@ TEST(SpawnFaultUnderLoad, EveryTenthSpawnFailsAndNothingLeaks) {
   os::clear_faults();
   EXPECT_EQ(failures, 100);
   m->trim();
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
 }
 
 TEST(FaultPlan, FailsExactlyTheNthCallAndTheOnesAfterIt) {

@@ -239,7 +239,7 @@ TEST_P(ForkHandleModes, TheChildKeepsOnlyTheForkingThreadWithAHandleOfItsOwn) {
   ASSERT_TRUE(test::eventually([&] { return m->stats().dead_unreaped == 1; }));
   Result<ThreadRef> me = m->current_ref();
   ASSERT_TRUE(me.has_value());
-  const ResourceCounts parent = ResourceLedger().snapshot();
+  const ResourceCounts parent = test::settled(ResourceLedger());
   ASSERT_EQ(parent.pidfds, m->handle_mode() == HandleMode::Pidfd ? 6u : 0u)
       << ResourceLedger().dump();
 
@@ -253,7 +253,7 @@ TEST_P(ForkHandleModes, TheChildKeepsOnlyTheForkingThreadWithAHandleOfItsOwn) {
             "the survivor's tid and handle are the child's thread's");
     const ManagerStats stats = m->stats();
     c.check(stats.live == 1 && stats.dead_unreaped == 0, "live 1, nothing dead to reap");
-    const ResourceCounts inherited = ResourceLedger().snapshot();
+    const ResourceCounts inherited = test::settled(ResourceLedger());
     if (m->handle_mode() == HandleMode::Pidfd) {
       c.check(pidfd_target(Tcr::current()->handle().fd()) == ::getpid(),
               "the survivor's pidfd names the child's thread");
@@ -280,7 +280,7 @@ TEST_P(ForkHandleModes, TheChildKeepsOnlyTheForkingThreadWithAHandleOfItsOwn) {
     spawn_and_join(c, *m, "the inherited manager");
     stop_and_resume(c, *m, "the inherited manager");
     c.check(m->reap(ThreadManager::Reap::WaitForRunning).has_value(), "reap(wait) waits for nothing of the parent's");
-    const ResourceCounts after = ResourceLedger().snapshot();
+    const ResourceCounts after = test::settled(ResourceLedger());
     c.check(after.fds == inherited.fds && after.pidfds == inherited.pidfds,
             "fds after spawning in the child: " + std::to_string(after.fds) + ", were " +
                 std::to_string(inherited.fds));
@@ -491,7 +491,7 @@ TEST(Fork, ThreadsMidSpawnMidExitAndMidJoinAreNotWaitedFor) {
     spawn_and_join(c, *m, "the inherited manager");
     stop_and_resume(c, *m, "the inherited manager");
     c.check(m->shutdown(), "shutdown waits for none of them");
-    c.check(ResourceLedger().snapshot().pidfds == (m->handle_mode() == HandleMode::Pidfd ? 1u : 0u),
+    c.check(test::settled(ResourceLedger()).pidfds == (m->handle_mode() == HandleMode::Pidfd ? 1u : 0u),
             "pidfds in the child");
   }));
 
@@ -675,7 +675,7 @@ TEST(ForkStorm, AThousandChildrenDuringASpawnStormNoneHangs) {
       Result<std::unique_ptr<ThreadManager>> fresh = ThreadManager::create();
       if (c.check(fresh.has_value(), "a new manager")) spawn_and_join(c, **fresh, "a new manager");
       if (m->handle_mode() == HandleMode::Pidfd) {
-        const std::size_t pidfds = ResourceLedger().snapshot().pidfds;
+        const std::size_t pidfds = test::settled(ResourceLedger()).pidfds;
         c.check(pidfds == 1, "pidfds in the child: " + std::to_string(pidfds) + ", not 1");
       }
     }, 10s);
@@ -750,7 +750,7 @@ TEST_P(ForkRegions, AnInheritedRegionTracksTheChildsWritesAndLeavesTheParentsAlo
   const bool lost = GetParam() != TrapMode::Signal;  // the kernel side is the parent's
 
   expect_passed(run_child([&](Child& c) {
-    const ResourceCounts start = ResourceLedger().snapshot();
+    const ResourceCounts start = test::settled(ResourceLedger());
     c.check(count_of(start, "userfaultfd") == 0,
             "the child closed its copies of the parent's userfaultfds: " +
                 std::to_string(count_of(start, "userfaultfd")) + " left");
@@ -812,11 +812,11 @@ TEST(ForkFaults, AChildThatCannotOpenAPidfdForItsThreadFallsBackToItsThreadId) {
     const Tcr* t = Tcr::current();
     c.check(t->handle().mode() == HandleMode::Tgkill && t->handle().tid() == ::getpid(),
             "the survivor's handle is its thread id");
-    c.check(ResourceLedger().snapshot().pidfds == 0, "no pidfd in the child");
+    c.check(test::settled(ResourceLedger()).pidfds == 0, "no pidfd in the child");
     c.check(m->signal(*me, 0), "a signal to itself by thread id");
     spawn_and_join(c, *m, "the inherited manager");
     stop_and_resume(c, *m, "the inherited manager");
-    c.check(ResourceLedger().snapshot().pidfds == 0, "no pidfd in the child after spawning");
+    c.check(test::settled(ResourceLedger()).pidfds == 0, "no pidfd in the child after spawning");
   });
   os::clear_faults();
   expect_passed(end);
@@ -837,7 +837,7 @@ TEST(ForkFaults, AnInheritedRegionThatCannotRegisterAgainFailsItsCollectClearly)
   ASSERT_TRUE(region.has_value()) << region.error().message();
   ASSERT_TRUE((*region)->protect().has_value());
   expect_passed(run_child([&](Child& c) {
-    const ResourceCounts before = ResourceLedger().snapshot();
+    const ResourceCounts before = test::settled(ResourceLedger());
     {
       os::ScopedFault refuse(os::Call::Userfaultfd, 1, EMFILE);
       Result<std::vector<std::size_t>> refused = (*region)->collect_dirty();
@@ -846,7 +846,7 @@ TEST(ForkFaults, AnInheritedRegionThatCannotRegisterAgainFailsItsCollectClearly)
               "collect without a userfaultfd: " +
                   (refused ? pages_str(*refused) : refused.error().message()));
     }
-    const ResourceCounts after = ResourceLedger().snapshot();
+    const ResourceCounts after = test::settled(ResourceLedger());
     c.check(after.fds == before.fds, "fds after the refused collect: " +
                                          std::to_string(after.fds) + ", were " +
                                          std::to_string(before.fds));

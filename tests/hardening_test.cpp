@@ -499,7 +499,7 @@ TEST(Hardening, AThreadThatDetachesItselfFailsJoinClearlyAndItsStackWaitsForItsE
   mallopt(M_ARENA_MAX, 1);
   auto m = make_manager();
   ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   for (int i = 0; i < 20; ++i) {
     Result<ThreadRef> t = m->spawn("self-detaching", [](Tcr&) -> void* {
       pthread_detach(pthread_self());
@@ -527,7 +527,7 @@ TEST(Hardening, AThreadThatDetachesItselfFailsJoinClearlyAndItsStackWaitsForItsE
   ASSERT_TRUE(m->reap(ThreadManager::Reap::WaitForRunning).has_value());
   EXPECT_EQ(m->stats().dead_unreaped, 0u);
   (void)m->trim();
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
 }
 
 // ---- an adopted thread can be named --------------------------------------------------------------

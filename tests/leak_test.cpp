@@ -47,10 +47,10 @@ TEST_P(Leak, JoinedThreadsLeaveEveryCountAtItsBaseline) {
   const ResourceLedger ledger;
   // Before any thread: a reaped record holds no kernel handle, so this is the count to return to
   // exactly, warm-up or not.
-  const std::size_t pidfds_before_any = ledger.snapshot().pidfds;
+  const std::size_t pidfds_before_any = test::settled(ledger).pidfds;
   auto m = make();
   warm_up(*m);
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   const std::size_t records = m->stats().records;
   for (int i = 0; i < kLifetimes; i += kBatch) {
     ThreadRef refs[kBatch];
@@ -61,7 +61,7 @@ TEST_P(Leak, JoinedThreadsLeaveEveryCountAtItsBaseline) {
     }
     for (ThreadRef& ref : refs) ASSERT_TRUE(m->join(ref));
   }
-  const ResourceCounts after = ledger.snapshot();
+  const ResourceCounts after = test::settled(ledger);
   test::expect_no_leak(before, after);
   EXPECT_EQ(after.pidfds, pidfds_before_any);
   EXPECT_EQ(m->stats().records, records);
@@ -76,7 +76,7 @@ TEST_P(Leak, DetachedThreadsLeaveEveryCountAtItsBaselineOnceReaped) {
   // stack cache is bounded and tested on its own (stack_cache_test.cpp), so compare without it.
   m->trim();
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   SpawnOptions detached;
   detached.detached = true;
   for (int i = 0; i < kLifetimes; ++i) {  // the seeds' process-run-function loop
@@ -89,7 +89,7 @@ TEST_P(Leak, DetachedThreadsLeaveEveryCountAtItsBaselineOnceReaped) {
   }
   m->reap(ThreadManager::Reap::WaitForRunning);
   m->trim();
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
   // Bounded by how many exiting threads overlap the spawner (a few; dozens under sanitizers,
   // where exits are slow), not by history: a record per thread would be 100,000.
   EXPECT_LT(m->stats().records, 1000u);
@@ -119,7 +119,7 @@ TEST(LeakShutdown, LeavesExactlyOnePidfdPerThread) {
   auto m = test::make_manager();
   warm_up(*m);
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   for (int i = 0; i < 200; ++i) {
     Result<ThreadRef> t = m->spawn("leaky-runtime", [](Tcr& self) {
       return open_extra_handles(self, 5);
@@ -127,7 +127,7 @@ TEST(LeakShutdown, LeavesExactlyOnePidfdPerThread) {
     ASSERT_TRUE(t);
     ASSERT_TRUE(m->join(*t));
   }
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
   EXPECT_EQ(m->stats().extra_handles_closed, 200u * 5u);
 }
 
@@ -138,7 +138,7 @@ TEST(LeakShutdown, WithoutNormalizationTheExtrasLeak) {
   auto m = test::make_manager(std::move(options));
   warm_up(*m);
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   for (int i = 0; i < 20; ++i) {
     Result<ThreadRef> t = m->spawn("leaky-runtime", [](Tcr& self) {
       return open_extra_handles(self, 3);
@@ -147,7 +147,7 @@ TEST(LeakShutdown, WithoutNormalizationTheExtrasLeak) {
     ASSERT_TRUE(m->join(*t));
   }
   // The seeds' failure mode, in pidfds: one leak per extra reference, forever.
-  EXPECT_EQ(ledger.snapshot().pidfds, before.pidfds + 20u * 3u);
+  EXPECT_EQ(test::settled(ledger).pidfds, before.pidfds + 20u * 3u);
 }
 
 INSTANTIATE_TEST_SUITE_P(HandleModes, Leak,

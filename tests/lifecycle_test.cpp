@@ -230,12 +230,12 @@ TEST_P(Lifecycle, ShutdownWaitsForRunningThreadsAndKeepsJoinableOnesJoinable) {
 }
 
 TEST_P(Lifecycle, DestroyingTheManagerJoinsWhatWasNeverJoined) {
-  const ResourceCounts before = ResourceLedger().snapshot();
+  const ResourceCounts before = test::settled(ResourceLedger());
   for (int i = 0; i < 10; ++i) {
     ASSERT_TRUE(manager->spawn("orphan", [](Tcr&) { return nullptr; }));
   }
   manager.reset();
-  ResourceCounts after = ResourceLedger().snapshot();
+  ResourceCounts after = test::settled(ResourceLedger());
   EXPECT_EQ(after.threads, before.threads);
   EXPECT_EQ(after.pidfds, before.pidfds);
 }
@@ -341,7 +341,7 @@ TEST_P(Lifecycle, AStaleRefNeverReachesTheRecordsNextThread) {
 }
 
 TEST_P(Lifecycle, AdoptedForeignThreadIsReleasedAtItsExit) {
-  const ResourceCounts before = ResourceLedger().snapshot();
+  const ResourceCounts before = test::settled(ResourceLedger());
   std::atomic<bool> adopted_ok{false};
   std::atomic<std::uint64_t> id{0};
   std::thread foreign([&] {
@@ -363,7 +363,7 @@ TEST_P(Lifecycle, AdoptedForeignThreadIsReleasedAtItsExit) {
   const ManagerStats s = manager->stats();
   EXPECT_EQ(s.adopted, 1u);
   EXPECT_EQ(s.free_records, s.records);
-  const ResourceCounts after = ResourceLedger().snapshot();
+  const ResourceCounts after = test::settled(ResourceLedger());
   EXPECT_EQ(after.pidfds, before.pidfds);
   EXPECT_EQ(after.threads, before.threads);
 }

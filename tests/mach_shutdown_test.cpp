@@ -31,14 +31,14 @@ TEST(MachShutdownOnRealThreads, RealThreadsLeaveThePortNameCountFlat) {
   mach::MachModel model;
   auto m = manager_on(model, true);
   const ResourceLedger ledger(&model);
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   ASSERT_TRUE(before.port_names.has_value());
   for (int i = 0; i < test::lifetimes(20000); ++i) {
     Result<ThreadRef> t = m->spawn("ccl-thread", leaky_body(model, 1 + i % 5));
     ASSERT_TRUE(t) << t.error().message();
     ASSERT_TRUE(m->join(*t));
   }
-  const ResourceCounts after = ledger.snapshot();
+  const ResourceCounts after = test::settled(ledger);
   EXPECT_EQ(after.port_names, before.port_names);
   EXPECT_EQ(model.live_threads(), 0u);
   EXPECT_EQ(model.failed_exit_deallocations(), 0u);  // libpthread's reference was still there

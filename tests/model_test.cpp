@@ -1897,7 +1897,7 @@ void run_case(const std::vector<ForeignWorker*>& pool,
               const rc::state::Commands<CommandBase>& commands) {
   case_log().clear();
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   {
     Model s = Model::initial();
     Sut sut(pool);
@@ -1929,10 +1929,10 @@ void run_case(const std::vector<ForeignWorker*>& pool,
     sut.on(0, [&] {
       for (int m = 0; m < kManagers; ++m) (void)sut.mgr(m).trim();
     });
-    const std::string held = leaks(before, ledger.snapshot());
+    const std::string held = leaks(before, test::settled(ledger));
     sut.check(held.empty(), "resources held by the shut-down managers: " + held);
   }
-  const std::string leaked = leaks(before, ledger.snapshot());
+  const std::string leaked = leaks(before, test::settled(ledger));
   if (!leaked.empty()) {
     std::fprintf(stderr, "model test: resources not back at baseline: %s\nthe case:\n%s\n",
                  leaked.c_str(), case_log().c_str());

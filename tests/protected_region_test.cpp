@@ -212,7 +212,7 @@ TEST_P(RegionModes, BadArgumentsGetClearErrorsAndLeakNothing) {
   Mapping m(8);
   MAKE_OR_SKIP(good, m.page_at(2), 2 * page());
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   RegionOptions options;
   options.mode = GetParam();
   options.fall_back = false;
@@ -232,7 +232,7 @@ TEST_P(RegionModes, BadArgumentsGetClearErrorsAndLeakNothing) {
   void* hole = mmap(nullptr, 4 * page(), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   munmap(hole, 4 * page());
   expect_bad(hole, 4 * page(), "not mapped");
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
   // The good region still works.
   ASSERT_TRUE(good->protect());
   m.page_at(3)[0] = 1;

@@ -204,14 +204,14 @@ TEST_P(RegionRefusals, MemoryThatIsNotWritableIsRefusedSayingHowItIsMapped) {
   Mapping mixed(3, PROT_READ | PROT_WRITE);
   ASSERT_EQ(mprotect(mixed.page_at(1), page(), PROT_READ), 0);
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   expect_refused(read_only.base, read_only.length, "mapped r--, not writable");
   expect_refused(read_exec.base, read_exec.length, "mapped r-x, not writable");
   expect_refused(none.base, none.length, "mapped ---, not writable");
   // One read-only page among writable ones: the message names it.
   expect_refused(mixed.base, mixed.length, "[" + address_of(mixed.page_at(1)) + ", +" +
                                                std::to_string(page()) + ") of the range is mapped r--");
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
   // Its writable pages alone are fine.
   MAKE_OR_SKIP(first, mixed.base, page());
   ASSERT_TRUE(first->protect());
@@ -225,13 +225,13 @@ TEST_P(RegionRefusals, HolesAndUnmappedRangesAreRefusedSayingWhere) {
   ASSERT_EQ(munmap(m.page_at(1), page()), 0);  // a hole
   ASSERT_EQ(munmap(m.page_at(3), page()), 0);  // the range runs past its mapping's end
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   const std::string one_page = ", +" + std::to_string(page()) + ") of the range is not mapped";
   expect_refused(m.base, 3 * page(), "[" + address_of(m.page_at(1)) + one_page);
   expect_refused(m.page_at(2), 2 * page(), "[" + address_of(m.page_at(3)) + one_page);
   expect_refused(m.page_at(3), page(), "[" + address_of(m.page_at(3)) + one_page);
   expect_refused(m.page_at(1), page(), "not mapped");
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
 }
 
 // One state byte per page was allocated before any check: 1 TiB cost 256 MiB of touched memory
@@ -348,7 +348,7 @@ TEST_P(RegionRefusalFaults, AMemoryMapThatCannotBeReadIsNamedAndLeaksNothing) {
   SKIP_IF_UNAVAILABLE();
   Mapping m(4, PROT_READ | PROT_WRITE);
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   struct Case {
     std::uint64_t nth;
     int err;
@@ -362,7 +362,7 @@ TEST_P(RegionRefusalFaults, AMemoryMapThatCannotBeReadIsNamedAndLeaksNothing) {
     EXPECT_EQ(r.error().code, c.err);
     EXPECT_NE(r.error().message().find(c.says), std::string::npos) << r.error().message();
   }
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
   MAKE_OR_SKIP(region, m.base, m.length);  // and nothing was left in the region table
   ASSERT_TRUE(region->protect());
   m.page_at(1)[0] = 1;
@@ -376,7 +376,7 @@ TEST_P(RegionRefusalFaults, PageStatesThatCannotBeMappedAreNamedAndLeakNothing) 
   SKIP_IF_UNAVAILABLE();
   Mapping m(4, PROT_READ | PROT_WRITE);
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   {
     os::ScopedFault fault(os::Call::Mmap, 1, ENOMEM);
     Result<std::unique_ptr<ProtectedRegion>> r = create_in(GetParam(), m.base, m.length);
@@ -385,7 +385,7 @@ TEST_P(RegionRefusalFaults, PageStatesThatCannotBeMappedAreNamedAndLeakNothing) 
     EXPECT_EQ(r.error().code, ENOMEM);
     EXPECT_NE(r.error().message().find("page states"), std::string::npos) << r.error().message();
   }
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
   MAKE_OR_SKIP(region, m.base, m.length);
   ASSERT_TRUE(region->protect());
   m.page_at(3)[0] = 1;

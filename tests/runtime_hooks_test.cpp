@@ -55,7 +55,7 @@ TEST(StartHooks, OneThatFailsSkipsTheFunctionRunsTheExitHooksAndJoinNamesItsCode
   options.exit_hooks.push_back([&](Tcr&) { ++exits; });
   auto m = make_manager(std::move(options));
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   for (int i = 0; i < 50; ++i) {
     Result<ThreadRef> r = m->spawn("refused", [&](Tcr&) -> void* {
       ++functions;
@@ -80,7 +80,7 @@ TEST(StartHooks, OneThatFailsSkipsTheFunctionRunsTheExitHooksAndJoinNamesItsCode
   EXPECT_EQ(*joined, reinterpret_cast<void*>(7));
   EXPECT_EQ(later_hooks.load(), 1);
   ASSERT_TRUE(m->shutdown().has_value());
-  const ResourceCounts after = ledger.snapshot();
+  const ResourceCounts after = test::settled(ledger);
   EXPECT_EQ(after.fds, before.fds);
   EXPECT_EQ(after.pidfds, before.pidfds);
   EXPECT_EQ(after.threads, before.threads);

@@ -57,16 +57,16 @@ TEST(StackCache, IsBoundedAndTrimGivesTheStacksBack) {
   run_wide(*m);
   m->trim();
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   run_wide(*m);  // twelve stacks mapped at once
   EXPECT_EQ(m->stats().cached_stacks, 4u);  // eight were unmapped at reap
   if (test::kMemoryCountsExact) {
     // Each cached stack is four mappings: guard page, stack, guard page, alternate signal stack.
-    EXPECT_EQ(ledger.snapshot().maps, before.maps + 4 * 4);
+    EXPECT_EQ(test::settled(ledger).maps, before.maps + 4 * 4);
   }
   EXPECT_EQ(m->trim(), 4u);
   EXPECT_EQ(m->stats().cached_stacks, 0u);
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
 }
 
 // Only reaped records put a stack back: an adoption or a failed spawn that took a record holding
@@ -98,10 +98,10 @@ TEST(StackCache, ZeroMapsAFreshStackForEveryThread) {
   auto m = test::make_manager(std::move(options));
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(m->join(*m->spawn("warm-up", stack_of)));
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   for (int i = 0; i < 100; ++i) ASSERT_TRUE(m->join(*m->spawn("fresh", stack_of)));
   EXPECT_EQ(m->stats().cached_stacks, 0u);
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
 }
 
 }  // namespace

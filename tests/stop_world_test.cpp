@@ -403,7 +403,7 @@ TEST_P(StopWorldModes, ASignalThatFailsAbandonsTheStopCleanly) {
   const Step step = m->handle_mode() == HandleMode::Pidfd ? Step::PidfdSendSignal : Step::Tgkill;
   Spinners spin(*m, 3);
   ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   {
     os::ScopedFault fault(call, 2, EPERM);
     Result<StoppedWorld> w = m->suspend_all();
@@ -421,7 +421,7 @@ TEST_P(StopWorldModes, ASignalThatFailsAbandonsTheStopCleanly) {
     EXPECT_EQ(listed_ids(*w), spin.ids());
     ASSERT_TRUE(m->resume_all().has_value());
   }
-  const ResourceCounts after_counts = ledger.snapshot();
+  const ResourceCounts after_counts = test::settled(ledger);
   EXPECT_EQ(after_counts.fds, before.fds);
   EXPECT_EQ(after_counts.pidfds, before.pidfds);
   EXPECT_EQ(after_counts.threads, before.threads);

@@ -62,7 +62,7 @@ TEST(Stress, ConcurrentSpawnersJoinersAndReapersLeaveNothingBehind) {
   run_spawners(*m, kSpawners, 200);
   m->trim();  // records vary with overlap, and so would their cached stacks
   const ResourceLedger ledger;
-  const ResourceCounts before = ledger.snapshot();
+  const ResourceCounts before = test::settled(ledger);
   const auto [ran, errors] = run_spawners(*m, kSpawners, kPerSpawner);
   EXPECT_EQ(errors, 0);
   EXPECT_EQ(ran, kSpawners * kPerSpawner);
@@ -72,7 +72,7 @@ TEST(Stress, ConcurrentSpawnersJoinersAndReapersLeaveNothingBehind) {
   EXPECT_EQ(s.free_records, s.records);
   EXPECT_LE(s.cached_stacks, ManagerOptions{}.cached_stacks);
   m->trim();
-  test::expect_no_leak(before, ledger.snapshot());
+  test::expect_no_leak(before, test::settled(ledger));
 }
 
 TEST(Stress, SignalsRacingExitEitherArriveOrSayTheThreadExited) {

@@ -84,6 +84,23 @@ constexpr int lifetimes(int plain) {
 #endif
 }
 
+// A snapshot whose thread count has held still. pthread_join returns when the kernel clears the
+// thread's tid (in exit_mm), but the thread stays listed in /proc/self/task until it is released
+// at the very end of its exit (release_task), and on a loaded machine it can be preempted in
+// between (seen under ASan: a baseline with one thread more than the final count). So a leak
+// test's counts are read once three reads 2 ms apart agree on the threads (for at most 2 s).
+inline ResourceCounts settled(const ResourceLedger& ledger) {
+  ResourceCounts last = ledger.snapshot();
+  int agreeing = 1;
+  for (int i = 0; i < 1000 && agreeing < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    ResourceCounts next = ledger.snapshot();
+    agreeing = next.threads == last.threads ? agreeing + 1 : 1;
+    last = next;
+  }
+  return last;
+}
+
 // Expects every counted resource back at its baseline (RSS within slack).
 inline void expect_no_leak(const ResourceCounts& before, const ResourceCounts& after,
                            std::size_t rss_slack_kb = 4096) {

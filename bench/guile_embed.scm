@@ -3,10 +3,12 @@
 ;;; of 2000 threads each, each thread spawned then joined before the next, running a small
 ;;; thunk). Prints a markdown table: median, min and max microseconds per thread over the
 ;;; rounds, and the ratio tcr/guile of the medians. Nothing is asserted.
-;;; A third row, for where the time goes: (tcr threads)'s primitives alone (%tcr-spawn and
+;;; Three more rows, for where the time goes: (tcr threads)'s primitives alone (%tcr-spawn and
 ;;; %tcr-join of a body that answers its values list), without what call-with-new-thread adds
 ;;; for Guile's semantics (the dynamic state copy, the catch that prints an uncaught error's
-;;; backtrace, the cancel prompt), each of which costs a new thread its first-use allocation.
+;;; backtrace, the cancel prompt), each of which costs a new thread its first-use allocation;
+;;; Guile's own entry on a bare pthread with no manager (the floor for any manager that gives
+;;; each Scheme thread a fresh OS thread); and the bare pthread alone.
 ;;;
 ;;;   GUILE_LOAD_PATH=guile GUILE_EXTENSIONS_PATH=build/guile guile bench/guile_embed.scm 7 2000
 (use-modules (tcr threads)
@@ -37,40 +39,47 @@
   (let ((v (list->vector (sort xs <))))
     (vector-ref v (quotient (vector-length v) 2))))
 
+;; The two baselines, for where the time goes (tcr-guile.c, "baselines"): Guile's own entry
+;; (scm_with_guile calling the thunk) on a bare pthread_create'd thread joined by pthread_join, and
+;; that thread alone. No thread manager can make a Guile thread cheaper than the first: it is what
+;; any of them must do on a fresh OS thread for Guile to run Scheme code there.
+(define bare-with-guile (@@ (tcr threads) %bare-pthread-with-guile))
+(define bare-pthread (@@ (tcr threads) %bare-pthread))
+(define (spawn-bare-guile thunk) (bare-with-guile thunk))
+(define (spawn-bare thunk) (bare-pthread))
+(define (no-join x) x)
+
+;; name, spawn, join; measured in this order in even rounds and in reverse in odd ones, so none
+;; always runs on a freshly collected heap.
+(define variants
+  (list (list "Guile call-with-new-thread + join-thread" guile:call-with-new-thread guile:join-thread)
+        (list "(tcr threads) call-with-new-thread + join-thread" call-with-new-thread join-thread)
+        (list "(tcr threads) primitives only: %tcr-spawn + %tcr-join" spawn-raw join-raw)
+        (list "no manager: pthread_create + scm_with_guile + pthread_join" spawn-bare-guile no-join)
+        (list "no Guile: pthread_create + pthread_join" spawn-bare no-join)))
+
 ;; A warm-up of each (first-time costs: code loading, stack caches, Guile's heap growth).
-(measure guile:call-with-new-thread guile:join-thread (min per-round 200))
-(measure call-with-new-thread join-thread (min per-round 200))
+(for-each (lambda (v) (measure (cadr v) (caddr v) (min per-round 200))) variants)
 
-(measure spawn-raw join-raw (min per-round 200))
-
+;; One list of per-round figures per variant, in the order of variants.
 (define results
-  (let loop ((r 0) (guile '()) (tcr '()) (raw '()))
+  (let loop ((r 0) (acc (map (lambda (v) '()) variants)))
     (if (= r rounds)
-        (list (reverse guile) (reverse tcr) (reverse raw))
-        ;; Alternate which goes first, so neither always runs on a freshly collected heap.
-        (if (even? r)
-            (let* ((g (measure guile:call-with-new-thread guile:join-thread per-round))
-                   (t (measure call-with-new-thread join-thread per-round))
-                   (w (measure spawn-raw join-raw per-round)))
-              (loop (+ r 1) (cons g guile) (cons t tcr) (cons w raw)))
-            (let* ((w (measure spawn-raw join-raw per-round))
-                   (t (measure call-with-new-thread join-thread per-round))
-                   (g (measure guile:call-with-new-thread guile:join-thread per-round)))
-              (loop (+ r 1) (cons g guile) (cons t tcr) (cons w raw)))))))
+        (map reverse acc)
+        (let* ((order (if (even? r) variants (reverse variants)))
+               (timed (map (lambda (v) (cons (car v) (measure (cadr v) (caddr v) per-round))) order)))
+          (loop (+ r 1)
+                (map (lambda (v past) (cons (assoc-ref timed (car v)) past)) variants acc))))))
 
-(define guile-us (car results))
-(define tcr-us (cadr results))
-(define raw-us (caddr results))
+(define guile-median (median (car results)))
 
 (format #t "Guile ~a, ~a rounds x ~a threads (spawn + join each, interleaved)~%~%"
         (version) rounds per-round)
-(format #t "| threads | median us/thread | min | max | ratio tcr/guile |~%")
+(format #t "| threads | median us/thread | min | max | ratio to Guile's own |~%")
 (format #t "|---|---:|---:|---:|---:|~%")
-(format #t "| Guile call-with-new-thread + join-thread | ~,1f | ~,1f | ~,1f | 1.00 |~%"
-        (median guile-us) (apply min guile-us) (apply max guile-us))
-(format #t "| (tcr threads) call-with-new-thread + join-thread | ~,1f | ~,1f | ~,1f | ~,2f |~%"
-        (median tcr-us) (apply min tcr-us) (apply max tcr-us) (/ (median tcr-us) (median guile-us)))
-(format #t "| (tcr threads) primitives only: %tcr-spawn + %tcr-join | ~,1f | ~,1f | ~,1f | ~,2f |~%"
-        (median raw-us) (apply min raw-us) (apply max raw-us) (/ (median raw-us) (median guile-us)))
-(format #t "~%per round, guile: ~{~,1f ~}~%per round, tcr:   ~{~,1f ~}~%per round, raw:   ~{~,1f ~}~%"
-        guile-us tcr-us raw-us)
+(for-each (lambda (v us)
+            (format #t "| ~a | ~,1f | ~,1f | ~,1f | ~,2f |~%" (car v) (median us) (apply min us)
+                    (apply max us) (/ (median us) guile-median)))
+          variants results)
+(newline)
+(for-each (lambda (v us) (format #t "per round, ~a: ~{~,1f ~}~%" (car v) us)) variants results)

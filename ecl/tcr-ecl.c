@@ -44,6 +44,7 @@
 #include <gc/gc.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -673,6 +674,51 @@ static cl_object l_deferred_polls(void)
   ecl_return1(env, ecl_make_unsigned_integer(g_deferred_polls));
 }
 
+/* ---- baselines for bench/ecl_embed.lsp ---------------------------------------------------------
+ * Where a tcr:process-run-function + tcr:process-join goes, measured beside it: ECL's own import
+ * on the cheapest thread there is, with no thread manager. Not part of the module's interface.
+ * (pthread_create) in parentheses: the bare call, not a GC redirect of the name; the import
+ * registers the thread with Boehm, as it does on a tcr thread. */
+
+struct bare_call {
+  cl_object function, arg, result;
+};
+
+static void* bare_thread_main(void* data)
+{
+  struct bare_call* call = data;
+  cl_env_ptr env;
+  if (call == NULL) return NULL;
+  if (!ecl_import_current_thread(ECL_NIL, ECL_NIL)) return NULL;
+  env = ecl_process_env();
+  ECL_CATCH_ALL_BEGIN(env) {
+    call->result = cl_funcall(2, call->function, call->arg);
+  } ECL_CATCH_ALL_END;
+  ecl_release_current_thread();
+  return NULL;
+}
+
+static cl_object bare_thread(struct bare_call* call)
+{
+  cl_env_ptr env = ecl_process_env();
+  pthread_t thread;
+  const int rc = (pthread_create)(&thread, NULL, bare_thread_main, call);
+  if (rc != 0) FEerror("tcr::%bare-pthread: pthread_create: ~A", 1, base_string(strerror(rc)));
+  (void)pthread_join(thread, NULL); /* call, on this stack, keeps its objects visible */
+  ecl_return1(env, call != NULL ? call->result : ECL_NIL);
+}
+
+/* (tcr::%bare-pthread-import function arg): pthread_create, ecl_import_current_thread, (funcall
+ * function arg), ecl_release_current_thread, pthread_join; answers the call's primary value.
+ * (tcr::%bare-pthread): pthread_create of an empty function and pthread_join. */
+static cl_object l_bare_pthread_import(cl_object function, cl_object arg)
+{
+  struct bare_call call = {function, arg, ECL_NIL};
+  return bare_thread(&call);
+}
+
+static cl_object l_bare_pthread(void) { return bare_thread(NULL); }
+
 /* ---- initialization ------------------------------------------------------------------------- */
 
 static const char* const lisp_prelude[] = {
@@ -730,6 +776,8 @@ static void initialize(void)
 
   ecl_def_c_function_va(sym("PROCESS-RUN-FUNCTION", "TCR"), (cl_objectfn)l_process_run_function, 2);
   ecl_def_c_function(sym("PROCESS-JOIN", "TCR"), (cl_objectfn_fixed)l_process_join, 1);
+  ecl_def_c_function(sym("%BARE-PTHREAD-IMPORT", "TCR"), (cl_objectfn_fixed)l_bare_pthread_import, 2);
+  ecl_def_c_function(sym("%BARE-PTHREAD", "TCR"), (cl_objectfn_fixed)l_bare_pthread, 0);
   ecl_def_c_function(sym("PROCESS-DETACH", "TCR"), (cl_objectfn_fixed)l_process_detach, 1);
   ecl_def_c_function(sym("PROCESS-INTERRUPT", "TCR"), (cl_objectfn_fixed)l_process_interrupt, 2);
   ecl_def_c_function(sym("INTERRUPT-OUTCOME", "TCR"), (cl_objectfn_fixed)l_interrupt_outcome, 1);

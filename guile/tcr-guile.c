@@ -39,6 +39,7 @@
 #include <gc/gc.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -599,6 +600,53 @@ static SCM tcr_thread_id(SCM obj) {
   return scm_from_uint64(handle_of(data_of(obj)).id);
 }
 
+/* ---- baselines for bench/guile_embed.scm ----------------------------------------------------
+ * Where a (tcr threads) create + join goes, measured beside it: the same Guile entry on the
+ * cheapest thread there is, with no thread manager at all. Not part of the module's interface.
+ * (pthread_create) in parentheses: bdw-gc.h defines GC_THREADS, so gc.h redirects the name to
+ * GC_pthread_create (which registers the thread itself); the bare call is wanted here, and
+ * scm_with_guile registers the thread as it does on a tcr thread. */
+
+typedef struct {
+  SCM thunk;
+  SCM result;
+} bare_call;
+
+static SCM bare_call_thunk(void* data) { return scm_call_0(((bare_call*)data)->thunk); }
+
+static void* bare_with_guile(void* data) {
+  bare_call* call = data;
+  call->result = scm_c_catch(SCM_BOOL_T, bare_call_thunk, call, body_escaped, NULL, NULL, NULL);
+  return NULL;
+}
+
+static void* bare_thread_main(void* data) {
+  if (data != NULL) scm_with_guile(bare_with_guile, data);
+  return NULL;
+}
+
+static SCM bare_thread(SCM thunk, int with_guile) {
+  bare_call call = {thunk, SCM_BOOL_F};
+  pthread_t thread;
+  const int rc = (pthread_create)(&thread, NULL, bare_thread_main, with_guile ? &call : NULL);
+  if (rc != 0) {
+    scm_syserror_msg("%bare-pthread", "pthread_create: ~A", scm_list_1(scm_strerror(scm_from_int(rc))), rc);
+  }
+  (void)pthread_join(thread, NULL); /* thunk and the result live in call, on this stack */
+  scm_remember_upto_here_1(thunk);
+  return call.result;
+}
+
+/* (%bare-pthread-with-guile thunk): pthread_create, scm_with_guile calling thunk, pthread_join;
+ * answers thunk's value. (%bare-pthread): pthread_create of an empty function and pthread_join. */
+static SCM bare_pthread_with_guile(SCM thunk) {
+  SCM_ASSERT_TYPE(scm_is_true(scm_procedure_p(thunk)), thunk, SCM_ARG1, "%bare-pthread-with-guile",
+                  "procedure");
+  return bare_thread(thunk, 1);
+}
+
+static SCM bare_pthread(void) { return bare_thread(SCM_BOOL_F, 0); }
+
 /* ---- initialization ------------------------------------------------------------------------ */
 
 void scm_init_tcr_guile(void);
@@ -641,4 +689,6 @@ void scm_init_tcr_guile(void) {
   scm_c_define_gsubr("tcr-thread-dump", 0, 0, 0, (scm_t_subr)tcr_thread_dump_proc);
   scm_c_define_gsubr("tcr-reap", 0, 0, 0, (scm_t_subr)tcr_reap_proc);
   scm_c_define_gsubr("tcr-trim", 0, 0, 0, (scm_t_subr)tcr_trim_proc);
+  scm_c_define_gsubr("%bare-pthread-with-guile", 1, 0, 0, (scm_t_subr)bare_pthread_with_guile);
+  scm_c_define_gsubr("%bare-pthread", 0, 0, 0, (scm_t_subr)bare_pthread);
 }

@@ -45,6 +45,10 @@
 ;; any of them must do on a fresh OS thread for Guile to run Scheme code there.
 (define bare-with-guile (@@ (tcr threads) %bare-pthread-with-guile))
 (define bare-pthread (@@ (tcr threads) %bare-pthread))
+;; tcr's core alone under Guile's entry: tcr_spawn of scm_with_guile calling the thunk, tcr_join
+;; (no (tcr threads) thread object, no interrupt plumbing).
+(define bare-tcr-with-guile (@@ (tcr threads) %bare-tcr-with-guile))
+(define (spawn-bare-tcr thunk) (bare-tcr-with-guile thunk))
 (define (spawn-bare-guile thunk) (bare-with-guile thunk))
 (define (spawn-bare thunk) (bare-pthread))
 (define (no-join x) x)
@@ -55,6 +59,7 @@
   (list (list "Guile call-with-new-thread + join-thread" guile:call-with-new-thread guile:join-thread)
         (list "(tcr threads) call-with-new-thread + join-thread" call-with-new-thread join-thread)
         (list "(tcr threads) primitives only: %tcr-spawn + %tcr-join" spawn-raw join-raw)
+        (list "tcr core only: tcr_spawn + scm_with_guile + tcr_join" spawn-bare-tcr no-join)
         (list "no manager: pthread_create + scm_with_guile + pthread_join" spawn-bare-guile no-join)
         (list "no Guile: pthread_create + pthread_join" spawn-bare no-join)))
 

@@ -647,6 +647,32 @@ static SCM bare_pthread_with_guile(SCM thunk) {
 
 static SCM bare_pthread(void) { return bare_thread(SCM_BOOL_F, 0); }
 
+static void* bare_tcr_main(tcr_self* self, void* argument) {
+  (void)self;
+  scm_with_guile(bare_with_guile, argument);
+  return NULL;
+}
+
+/* (%bare-tcr-with-guile thunk): tcr_spawn of a thread whose function is scm_with_guile calling
+ * thunk, then tcr_join; no (tcr threads) thread object, no interrupt plumbing. Beside
+ * %bare-pthread-with-guile it is what tcr's core adds to a Guile thread; beside %tcr-spawn +
+ * %tcr-join, what this file's C part adds. */
+static SCM bare_tcr_with_guile(SCM thunk) {
+  SCM_ASSERT_TYPE(scm_is_true(scm_procedure_p(thunk)), thunk, SCM_ARG1, "%bare-tcr-with-guile",
+                  "procedure");
+  bare_call call = {thunk, SCM_BOOL_F};
+  tcr_spawn_options options;
+  tcr_spawn_options_init(&options);
+  options.gc = TCR_GC_DONT_REGISTER; /* scm_with_guile registers it, as in spawn */
+  tcr_thread handle;
+  tcr_status status = tcr_spawn(g_manager, NULL, bare_tcr_main, &call, &options, &handle);
+  if (status != TCR_OK) raise_tcr_error("%bare-tcr-with-guile", status);
+  status = tcr_join(g_manager, handle, NULL);
+  if (status != TCR_OK) raise_tcr_error("%bare-tcr-with-guile", status);
+  scm_remember_upto_here_1(thunk);
+  return call.result;
+}
+
 /* ---- initialization ------------------------------------------------------------------------ */
 
 void scm_init_tcr_guile(void);
@@ -691,4 +717,5 @@ void scm_init_tcr_guile(void) {
   scm_c_define_gsubr("tcr-trim", 0, 0, 0, (scm_t_subr)tcr_trim_proc);
   scm_c_define_gsubr("%bare-pthread-with-guile", 1, 0, 0, (scm_t_subr)bare_pthread_with_guile);
   scm_c_define_gsubr("%bare-pthread", 0, 0, 0, (scm_t_subr)bare_pthread);
+  scm_c_define_gsubr("%bare-tcr-with-guile", 1, 0, 0, (scm_t_subr)bare_tcr_with_guile);
 }

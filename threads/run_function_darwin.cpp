@@ -28,6 +28,9 @@ void ManagerCore::run_exit_hook(const std::function<void(Tcr&)>& hook, ThreadRec
   }
 }
 
+// No forced unwind on Darwin (see the top), so no unwound frames for a sanitizer to forget.
+void ManagerCore::forget_unwound_frames(const ThreadRecord&) {}
+
 void ManagerCore::run_interrupt_closure(const InterruptFunction& fn, ThreadRecord& t) {
   try {
     fn(t);

@@ -491,7 +491,7 @@ TEST(Fork, ThreadsMidSpawnMidExitAndMidJoinAreNotWaitedFor) {
     spawn_and_join(c, *m, "the inherited manager");
     stop_and_resume(c, *m, "the inherited manager");
     c.check(m->shutdown(), "shutdown waits for none of them");
-    c.check(test::settled(ResourceLedger()).pidfds == (m->handle_mode() == HandleMode::Pidfd ? 1u : 0u),
+    c.check(ResourceLedger().snapshot().pidfds == (m->handle_mode() == HandleMode::Pidfd ? 1u : 0u),
             "pidfds in the child");
   }));
 
@@ -675,7 +675,7 @@ TEST(ForkStorm, AThousandChildrenDuringASpawnStormNoneHangs) {
       Result<std::unique_ptr<ThreadManager>> fresh = ThreadManager::create();
       if (c.check(fresh.has_value(), "a new manager")) spawn_and_join(c, **fresh, "a new manager");
       if (m->handle_mode() == HandleMode::Pidfd) {
-        const std::size_t pidfds = test::settled(ResourceLedger()).pidfds;
+        const std::size_t pidfds = ResourceLedger().snapshot().pidfds;
         c.check(pidfds == 1, "pidfds in the child: " + std::to_string(pidfds) + ", not 1");
       }
     }, 10s);
@@ -812,11 +812,11 @@ TEST(ForkFaults, AChildThatCannotOpenAPidfdForItsThreadFallsBackToItsThreadId) {
     const Tcr* t = Tcr::current();
     c.check(t->handle().mode() == HandleMode::Tgkill && t->handle().tid() == ::getpid(),
             "the survivor's handle is its thread id");
-    c.check(test::settled(ResourceLedger()).pidfds == 0, "no pidfd in the child");
+    c.check(ResourceLedger().snapshot().pidfds == 0, "no pidfd in the child");
     c.check(m->signal(*me, 0), "a signal to itself by thread id");
     spawn_and_join(c, *m, "the inherited manager");
     stop_and_resume(c, *m, "the inherited manager");
-    c.check(test::settled(ResourceLedger()).pidfds == 0, "no pidfd in the child after spawning");
+    c.check(ResourceLedger().snapshot().pidfds == 0, "no pidfd in the child after spawning");
   });
   os::clear_faults();
   expect_passed(end);

@@ -26,11 +26,11 @@ TEST(KernelThreadHandle, ThisKernelHasThreadPidfds) {
 
 TEST(KernelThreadHandle, OpensOnePidfdAndClosesItExactlyOnce) {
   const ResourceLedger ledger;
-  const std::size_t before = test::settled(ledger).pidfds;
+  const std::size_t before = ledger.snapshot().pidfds;
   Result<KernelThreadHandle> h =
       KernelThreadHandle::open_current(HandleMode::Pidfd, HandleTag{77, "tester"});
   ASSERT_TRUE(h) << h.error().message();
-  EXPECT_EQ(test::settled(ledger).pidfds, before + 1);
+  EXPECT_EQ(ledger.snapshot().pidfds, before + 1);
   EXPECT_EQ(h->tid(), os::gettid());
   HandleEntry entry{};
   ASSERT_TRUE(HandleTable::instance().lookup(h->fd(), &entry));
@@ -40,7 +40,7 @@ TEST(KernelThreadHandle, OpensOnePidfdAndClosesItExactlyOnce) {
   EXPECT_FALSE(h->valid());
   moved.release();
   moved.release();  // the second release is a no-op
-  EXPECT_EQ(test::settled(ledger).pidfds, before);
+  EXPECT_EQ(ledger.snapshot().pidfds, before);
 }
 
 TEST(KernelThreadHandle, AStaleCloseDoesNotCloseAReusedFdNumber) {
@@ -104,11 +104,11 @@ TEST_P(Signalling, ReachesTheLiveThreadThenSaysItExited) {
     // The kernel marks the thread exited (its pidfd readable) a moment before it releases it, and
     // in between a signal to it is accepted and dropped (seen under ASan on a loaded machine):
     // the send fails once the thread is released, at once or within moments.
-    Result<void> late = handle.signal(SIGUSR1, permit);
-    for (int i = 0; i < 2000 && late; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    Result<void> late;
+    EXPECT_TRUE(test::eventually([&] {
       late = handle.signal(SIGUSR1, permit);
-    }
+      return !late.has_value();
+    }, std::chrono::seconds(2)));
     ASSERT_FALSE(late);
     EXPECT_EQ(late.error().step, Step::ThreadExited);
     EXPECT_EQ(late.error().code, ESRCH);

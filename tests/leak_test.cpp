@@ -47,7 +47,7 @@ TEST_P(Leak, JoinedThreadsLeaveEveryCountAtItsBaseline) {
   const ResourceLedger ledger;
   // Before any thread: a reaped record holds no kernel handle, so this is the count to return to
   // exactly, warm-up or not.
-  const std::size_t pidfds_before_any = test::settled(ledger).pidfds;
+  const std::size_t pidfds_before_any = ledger.snapshot().pidfds;
   auto m = make();
   warm_up(*m);
   const ResourceCounts before = test::settled(ledger);
@@ -147,7 +147,7 @@ TEST(LeakShutdown, WithoutNormalizationTheExtrasLeak) {
     ASSERT_TRUE(m->join(*t));
   }
   // The seeds' failure mode, in pidfds: one leak per extra reference, forever.
-  EXPECT_EQ(test::settled(ledger).pidfds, before.pidfds + 20u * 3u);
+  EXPECT_EQ(ledger.snapshot().pidfds, before.pidfds + 20u * 3u);
 }
 
 INSTANTIATE_TEST_SUITE_P(HandleModes, Leak,

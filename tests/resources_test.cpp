@@ -21,6 +21,7 @@
 
 #include "runtime/handle_table.h"
 #include "runtime/resources.h"
+#include "tests/test_support.h"
 
 namespace tcr {
 namespace {
@@ -51,17 +52,6 @@ std::size_t probe_open_fds() {
   std::size_t open = 0;
   for (int fd = 0; fd < limit; ++fd) open += ::fcntl(fd, F_GETFD) != -1;
   return open;
-}
-
-// pthread_join returns when the kernel clears the thread's tid, which happens before the task
-// leaves /proc/self/task; a thread count read right after a join can still include it.
-std::size_t settled_threads(const ResourceLedger& ledger, std::size_t expected) {
-  std::size_t threads = ledger.snapshot().threads;
-  for (int i = 0; i < 1000 && threads != expected; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    threads = ledger.snapshot().threads;
-  }
-  return threads;
 }
 
 class FakePortSpace : public mach::PortSpace {
@@ -173,7 +163,7 @@ TEST(ResourceLedger, CountsABlockedThread) {
                            std::to_string(before.threads + 1) + " (+1)"));
   release.set_value();
   blocked.join();
-  EXPECT_EQ(settled_threads(ledger, before.threads), before.threads);
+  EXPECT_EQ(test::settled_threads(ledger, before.threads), before.threads);
 }
 
 TEST(ResourceLedger, ReportsRssGrowthBeyondTheSlackOnly) {

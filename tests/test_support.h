@@ -101,6 +101,16 @@ inline ResourceCounts settled(const ResourceLedger& ledger) {
   return last;
 }
 
+// The thread count once it is `expected` (the same lag as above), or what it is after 1 s.
+inline std::size_t settled_threads(const ResourceLedger& ledger, std::size_t expected) {
+  std::size_t threads = ledger.snapshot().threads;
+  for (int i = 0; i < 1000 && threads != expected; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    threads = ledger.snapshot().threads;
+  }
+  return threads;
+}
+
 // Expects every counted resource back at its baseline (RSS within slack).
 inline void expect_no_leak(const ResourceCounts& before, const ResourceCounts& after,
                            std::size_t rss_slack_kb = 4096) {
